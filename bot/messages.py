@@ -1,0 +1,150 @@
+"""Every user-facing string, in English and Chinese.
+
+Look strings up with `t(key, locale, **params)`. A test checks every key has both languages
+and the same placeholders in each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUPPORTED = ("en", "zh")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    # general
+    "greeting": {
+        "en": "Hi {name}! I'm the team bot. Try one of these, or type /help.",
+        "zh": "你好 {name}！我是团队机器人。点一个试试，或输入 /help。",
+    },
+    "help_title": {"en": "*Commands*", "zh": "*命令列表*"},
+    "help_footer": {
+        "en": "Type a command with / to start. Options go as name:value, e.g. /ping",
+        "zh": "输入 / 开头的命令开始使用。选项写作 名称:值，例如 /ping",
+    },
+    "help_try": {"en": "Try:", "zh": "试试："},
+    "available": {
+        "en": "I can't chat freely yet. Here is what I can do now — type /help for details: {commands}",
+        "zh": "我还不能自由聊天。现在能做的事如下（输入 /help 查看详情）：{commands}",
+    },
+    "unknown_command": {
+        "en": "Unknown command /{command}.",
+        "zh": "未知命令 /{command}。",
+    },
+    "did_you_mean": {"en": " Did you mean /{suggestion}?", "zh": " 你是不是想用 /{suggestion}？"},
+    "see_help": {"en": " Type /help for the list.", "zh": " 输入 /help 查看命令列表。"},
+    "missing_option": {
+        "en": "/{command} needs {option}: {description}",
+        "zh": "/{command} 缺少参数 {option}：{description}",
+    },
+    "bad_option": {
+        "en": "/{command}: {option} must be {expected}, not \u201c{value}\u201d.",
+        "zh": "/{command}：{option} 应为{expected}，而不是“{value}”。",
+    },
+    "bad_choice": {
+        "en": "/{command}: {option} must be one of {choices}.",
+        "zh": "/{command}：{option} 只能是 {choices} 之一。",
+    },
+    "unknown_option": {
+        "en": "/{command} has no option {option}. It takes: {options}.",
+        "zh": "/{command} 没有参数 {option}。可用参数：{options}。",
+    },
+    "type_text": {"en": "text", "zh": "文本"},
+    "type_integer": {"en": "a whole number", "zh": "整数"},
+    "type_number": {"en": "a number", "zh": "数字"},
+    "type_boolean": {"en": "yes or no", "zh": "是或否"},
+    "type_attachment": {"en": "an attached file", "zh": "附件"},
+    "forbidden": {
+        "en": "You don't have access to /{command}.",
+        "zh": "你没有使用 /{command} 的权限。",
+    },
+    "access_denied": {
+        "en": "Sorry, I'm not allowed to answer here.",
+        "zh": "抱歉，我在这里没有回答的权限。",
+    },
+    "rate_limited": {
+        "en": "You're sending messages quickly. Please wait {seconds} s and try again.",
+        "zh": "你发送得有点快，请等待 {seconds} 秒后再试。",
+    },
+    "internal_error": {
+        "en": "Sorry, something went wrong on my side (ref {ref}). Please try again.",
+        "zh": "抱歉，我这边出了点问题（编号 {ref}），请重试。",
+    },
+    "engine_busy": {
+        "en": "I'm busy right now ({engine} queue is full). Please try again in a moment.",
+        "zh": "我现在很忙（{engine} 队列已满），请稍后再试。",
+    },
+    "engine_failed": {
+        "en": "The {engine} engine failed on this request (ref {ref}). Others keep working; please try again.",
+        "zh": "{engine} 引擎处理这个请求时失败了（编号 {ref}）。其他功能正常，请重试。",
+    },
+    "engine_unavailable": {
+        "en": "The {engine} engine stopped while working on this (ref {ref}). It restarts on the next request.",
+        "zh": "{engine} 引擎在处理时停止了（编号 {ref}）。下次请求时会自动重启。",
+    },
+    "job_timeout": {
+        "en": "The {engine} engine took longer than {seconds} s, so I stopped it.",
+        "zh": "{engine} 引擎超过 {seconds} 秒未完成，已停止。",
+    },
+    "job_cancelled": {"en": "Cancelled.", "zh": "已取消。"},
+    "bad_frame": {
+        "en": "I couldn't read that message (it wasn't valid JSON of a known type).",
+        "zh": "无法读取这条消息（不是有效的 JSON 或类型未知）。",
+    },
+    # files
+    "file_too_large": {
+        "en": "{name} is larger than the {limit_mb} MB limit.",
+        "zh": "{name} 超过了 {limit_mb} MB 的大小限制。",
+    },
+    "file_empty": {"en": "{name} is empty.", "zh": "{name} 是空文件。"},
+    "file_mismatch": {
+        "en": "{name} says .{ext} but its content is {found}. Please send the real file.",
+        "zh": "{name} 的扩展名是 .{ext}，但内容是 {found}。请发送正确的文件。",
+    },
+    "file_received": {
+        "en": "Received {name} ({size}, {mime}).",
+        "zh": "已收到 {name}（{size}，{mime}）。",
+    },
+    "file_download_failed": {
+        "en": "I couldn't download {name}: {reason}.",
+        "zh": "无法下载 {name}：{reason}。",
+    },
+    # core commands
+    "cmd_help": {"en": "Show what I can do", "zh": "显示我能做什么"},
+    "cmd_help_command": {"en": "A command to explain", "zh": "要查看说明的命令"},
+    "cmd_ping": {"en": "Check that I'm alive and how busy I am", "zh": "检查机器人是否在线及繁忙程度"},
+    "cmd_whoami": {"en": "Show who I think you are", "zh": "显示你的身份信息"},
+    "cmd_reset": {"en": "Start a new conversation", "zh": "开始新的对话"},
+    "pong": {
+        "en": "Pong! Round trip {total_ms} ms (database {db_ms} ms, queue wait {queue_ms} ms, engine {run_ms} ms).",
+        "zh": "Pong！往返 {total_ms} 毫秒（数据库 {db_ms} 毫秒，排队 {queue_ms} 毫秒，引擎 {run_ms} 毫秒）。",
+    },
+    "whoami": {
+        "en": "You are {user} ({user_id}) on {platform}, workspace {workspace}, channel {channel}. "
+        "Role: {role}. Language: {locale}.",
+        "zh": "你是 {platform} 上的 {user}（{user_id}），工作区 {workspace}，频道 {channel}。角色：{role}。语言：{locale}。",
+    },
+    "reset_done": {
+        "en": "Started a new conversation. I've set the earlier one aside.",
+        "zh": "已开始新的对话，之前的对话已归档。",
+    },
+    "suggest_help": {"en": "What can you do?", "zh": "你能做什么？"},
+    "suggest_ping": {"en": "Are you there?", "zh": "你在吗？"},
+    "suggest_whoami": {"en": "Who am I?", "zh": "我是谁？"},
+    "progress": {"en": "Working… {percent}% {note}", "zh": "处理中… {percent}% {note}"},
+    "queued": {"en": "Queued (#{position}).", "zh": "已排队（第 {position} 位）。"},
+}
+
+
+def normalize_locale(locale: str | None) -> str | None:
+    """Map a platform locale ('zh-CN', 'en_US', 'zh-TW') to a supported language, or None."""
+    if not locale:
+        return None
+    lang = locale.replace("_", "-").split("-", 1)[0].lower()
+    return lang if lang in SUPPORTED else None
+
+
+def t(key: str, locale: str | None = "en", /, **params: object) -> str:
+    """The message `key` in `locale`, falling back to English; params fill its placeholders."""
+    entry = MESSAGES[key]
+    lang = normalize_locale(locale) or "en"
+    return entry.get(lang, entry["en"]).format(**params)

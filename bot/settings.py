@@ -1,0 +1,198 @@
+"""One validated `Settings` object, read from an optional `bot.toml` and the environment.
+
+Secrets come only from the environment: a secret key found in the file stops start-up.
+Environment variables use the `BOT_` prefix and `__` for nesting (`BOT_POOL__MEMORY_BUDGET_MB=4096`);
+secrets use their conventional names (`DATABASE_URL`, `OPENAI_API_KEY`, `SLACK_BOT_TOKEN`, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """Start-up configuration is wrong; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None  # how users reach the server (links to files, Slack request URLs)
+
+
+class LimitSettings(Section):
+    max_upload_mb: float = Field(25.0, gt=0)
+    max_message_chars: int = Field(100_000, gt=0)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+class AccessSettings(Section):
+    allow_users: list[str] = []
+    deny_users: list[str] = []
+    allow_channels: list[str] = []
+    deny_channels: list[str] = []
+    admins: list[str] = []  # user ids (platform:user) with the admin role
+
+
+class RateLimitSettings(Section):
+    per_user_per_minute: float = Field(30.0, gt=0)
+    burst: int = Field(10, ge=1)
+
+
+class ResponderSettings(Section):
+    stream_interval_s: float = Field(1.0, ge=0.0)
+    progress_interval_s: float = Field(2.0, ge=0.0)
+
+
+class EngineSettings(Section):
+    """One engine in the pool: which class, how it is placed and batched."""
+
+    impl: str  # "package.module:Class"
+    options: dict[str, Any] = {}
+    worker: Literal["thread", "process"] = "thread"
+    device: str = "cpu"
+    max_batch: int = Field(1, ge=1)
+    batch_wait_ms: float = Field(0.0, ge=0)
+    queue_size: int = Field(64, ge=1)
+    timeout_s: float = Field(300.0, gt=0)
+    memory_mb: int = Field(0, ge=0)
+
+
+class PoolSettings(Section):
+    placement: Literal["local"] = "local"
+    memory_budget_mb: int = Field(8192, ge=0)
+    device_concurrency: dict[str, int] = {"cpu": 2}
+
+
+def default_engines() -> dict[str, EngineSettings]:
+    return {"noop": EngineSettings(impl="engines.noop:NoopEngine", max_batch=64, queue_size=4096)}
+
+
+class Secrets(BaseModel):
+    """Read from the environment only; never logged, never stored."""
+
+    database_url: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    discord_bot_token: SecretStr | None = None
+    azure_speech_key: SecretStr | None = None
+    did_api_key: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Secrets:
+        values = {name: env[name.upper()] for name in cls.model_fields if env.get(name.upper())}
+        return cls.model_validate(values)
+
+
+class Settings(BaseSettings):
+    """Everything the service is configured with. See deploy/bot.example.toml for each key."""
+
+    model_config = SettingsConfigDict(env_prefix="BOT_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Path(".data")
+    default_locale: Literal["en", "zh"] = "en"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    suggested_prompts: list[str] = ["/help", "/ping", "/whoami"]
+    server: ServerSettings = ServerSettings()
+    limits: LimitSettings = LimitSettings()
+    access: AccessSettings = AccessSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    responder: ResponderSettings = ResponderSettings()
+    pool: PoolSettings = PoolSettings()
+    engines: dict[str, EngineSettings] = Field(default_factory=default_engines)
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+SECRET_NAMES = set(Secrets.model_fields)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown setting '{key}'")
+        else:
+            lines.append(f"setting '{key}': {item['msg']}")
+    return "; ".join(lines)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read `path` (default: $BOT_CONFIG, else ./bot.toml if present) and the environment.
+
+    Raises `ConfigError` naming the first wrong key.
+    """
+    env = dict(os.environ)
+    if path is None:
+        named = env.get("BOT_CONFIG")
+        path = Path(named) if named else (Path("bot.toml") if Path("bot.toml").exists() else None)
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file {path} not found") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    leaked = sorted(k for k in file_values if k.lower() in SECRET_NAMES or k == "secrets")
+    if leaked:
+        raise ConfigError(
+            f"'{leaked[0]}' is a secret: set it in the environment ({leaked[0].upper()}), not in {path}"
+        )
+    unknown_env = _unknown_env(env)
+    if unknown_env:
+        raise ConfigError(f"unknown setting '{unknown_env}' in the environment")
+    try:
+        settings = Settings(**_merge(file_values, overrides))
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+    settings.secrets = Secrets.from_env(env)
+    return settings
+
+
+def _unknown_env(env: dict[str, str]) -> str | None:
+    top = set(Settings.model_fields) - {"secrets"}
+    for name in env:
+        if not name.startswith("BOT_") or name == "BOT_CONFIG":
+            continue
+        head = name[4:].split("__", 1)[0].lower()
+        if head not in top:
+            return name
+    return None
