@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,7 @@ class IncomingEvent:
     from_self: bool = False
     action_id: str | None = None
     action_value: str | None = None
+    received_at: float = field(default_factory=time.monotonic, compare=False)
     raw: Any = field(default=None, repr=False, compare=False)
 
     @property

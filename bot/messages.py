@@ -26,12 +26,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "I can't chat freely yet. Here is what I can do now — type /help for details: {commands}",
         "zh": "我还不能自由聊天。现在能做的事如下（输入 /help 查看详情）：{commands}",
     },
-    "unknown_command": {
-        "en": "Unknown command /{command}.",
-        "zh": "未知命令 /{command}。",
+    "unknown_command_suggest": {
+        "en": "Unknown command /{command}. Did you mean /{suggestion}? Type /help for the list.",
+        "zh": "未知命令 /{command}。你是不是想用 /{suggestion}？输入 /help 查看命令列表。",
     },
-    "did_you_mean": {"en": " Did you mean /{suggestion}?", "zh": " 你是不是想用 /{suggestion}？"},
-    "see_help": {"en": " Type /help for the list.", "zh": " 输入 /help 查看命令列表。"},
+    "unknown_command_plain": {
+        "en": "Unknown command /{command}. Type /help for the list.{suggestion}",
+        "zh": "未知命令 /{command}。输入 /help 查看命令列表。{suggestion}",
+    },
+    "unknown_action": {
+        "en": "That button no longer works. Please run the command again.",
+        "zh": "这个按钮已失效，请重新运行命令。",
+    },
+    "out_of_range": {
+        "en": "/{command}: {option} must be between {low} and {high}.",
+        "zh": "/{command}：{option} 必须在 {low} 到 {high} 之间。",
+    },
     "missing_option": {
         "en": "/{command} needs {option}: {description}",
         "zh": "/{command} 缺少参数 {option}：{description}",
@@ -100,6 +110,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "{name} says .{ext} but its content is {found}. Please send the real file.",
         "zh": "{name} 的扩展名是 .{ext}，但内容是 {found}。请发送正确的文件。",
     },
+    "upload_missing": {
+        "en": "That upload was not found. Please attach the file again.",
+        "zh": "找不到该上传文件，请重新添加附件。",
+    },
     "file_received": {
         "en": "Received {name} ({size}, {mime}).",
         "zh": "已收到 {name}（{size}，{mime}）。",
@@ -135,6 +149,10 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 
+class Msg(str):
+    """A message key used as a parameter of another message; translated when rendered."""
+
+
 def normalize_locale(locale: str | None) -> str | None:
     """Map a platform locale ('zh-CN', 'en_US', 'zh-TW') to a supported language, or None."""
     if not locale:
@@ -147,4 +165,5 @@ def t(key: str, locale: str | None = "en", /, **params: object) -> str:
     """The message `key` in `locale`, falling back to English; params fill its placeholders."""
     entry = MESSAGES[key]
     lang = normalize_locale(locale) or "en"
-    return entry.get(lang, entry["en"]).format(**params)
+    filled = {k: t(v, lang) if isinstance(v, Msg) else v for k, v in params.items()}
+    return entry.get(lang, entry["en"]).format(**filled)

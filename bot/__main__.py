@@ -1,0 +1,52 @@
+"""`python -m bot [serve|migrate|doctor]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bot.settings import ConfigError, Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Team chat AI bot server")
+    parser.add_argument("--config", help="path to bot.toml (default: $BOT_CONFIG or ./bot.toml)")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="start the server (default)")
+    sub.add_parser("migrate", help="create or upgrade the database schema and exit")
+    sub.add_parser("doctor", help="check the configuration and say how to fix what is missing")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+    command = args.command or "serve"
+    from bot.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format,
+                  [s.get_secret_value() for s in settings.secrets.model_dump().values() if s is not None])
+    if command == "serve":
+        from bot.app import serve
+
+        asyncio.run(serve(settings))
+        return 0
+    if command == "migrate":
+        return asyncio.run(_migrate(settings))
+    from bot.doctor import doctor
+
+    return asyncio.run(doctor(settings))
+
+
+async def _migrate(settings: Settings) -> int:
+    from storage.db import Store
+
+    store = await Store.open(settings)
+    await store.close()
+    print("database schema is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Platform adapters: translate between a chat platform and `IncomingEvent`/`Responder`; never decide."""

@@ -1,0 +1,88 @@
+"""The composition root: Settings -> Store -> EnginePool -> Router -> adapters, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bot.adapters.web import WebAdapter
+from bot.context import Services
+from bot.dispatch import Dispatcher
+from bot.metrics import Metrics
+from bot.middleware import default_chain
+from bot.ops import OpsRoutes
+from bot.settings import Settings
+from bot.tasks import TaskTracker
+from engines.pool import create_pool
+from handlers import build_router
+from storage.db import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningApp:
+    """A started service: its parts, its address, and `stop()`."""
+
+    services: Services
+    runner: web.AppRunner
+    web: WebAdapter
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Stop taking events, let in-flight work finish (up to the timeout), then close."""
+        services = self.services
+        cancelled = await services.tasks.drain(drain_timeout)
+        if cancelled:
+            log.warning("shutdown cancelled %d unfinished tasks", cancelled)
+        await services.pool.close(drain_timeout)
+        await self.web.close()
+        await self.runner.cleanup()
+        await services.store.close()
+        log.info("stopped")
+
+
+async def start(settings: Settings) -> RunningApp:
+    """Build everything from `settings` and start serving HTTP."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(settings)
+    metrics = Metrics()
+    pool = create_pool(settings.engines, settings.pool, store.jobs, metrics)
+    await pool.start()
+    tasks = TaskTracker()
+    services = Services(settings=settings, store=store, pool=pool, router=build_router(), metrics=metrics,
+                        tasks=tasks)
+    dispatcher = Dispatcher(services, default_chain(settings.access, settings.rate_limit))
+    services.dispatch = dispatcher.handle
+    app = web.Application(client_max_size=settings.limits.max_upload_bytes + 2**20)
+    web_adapter = WebAdapter(services, dispatcher.handle, tasks)
+    web_adapter.routes(app)
+    OpsRoutes(services).routes(app)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else 0  # type: ignore[union-attr]
+    log.info("serving the web chat on http://%s:%s", settings.server.host, port)
+    return RunningApp(services=services, runner=runner, web=web_adapter, host=settings.server.host, port=port)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop."""
+    running = await start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received: draining in-flight work")
+    await running.stop()
