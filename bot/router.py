@@ -194,7 +194,8 @@ class Router:
                 if opt is None:
                     raise UserFacingError("unknown_option", command=cmd.name, option=tok,
                                           options=", ".join(by_name) or "-")
-                if opt.type == OptionType.BOOLEAN and (i + 1 >= len(tokens) or tokens[i + 1].startswith("--")):
+                following = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
+                if opt.type == OptionType.BOOLEAN and following not in TRUE_WORDS | FALSE_WORDS:
                     raw[name] = "true"
                 else:
                     i += 1
@@ -202,19 +203,21 @@ class Router:
             else:
                 positional.append(tok)
             i += 1
-        files = list(attachments)
         free = [o for o in cmd.options if o.name not in raw and o.type != OptionType.ATTACHMENT]
-        for n, opt in enumerate(free):
+        text_opt = next((o for o in free if o.type == OptionType.TEXT), None)
+        if text_opt is not None and positional:
+            # Free words are the text (a prompt, a question); other options go by name.
+            raw[text_opt.name] = " ".join(positional)
+            positional = []
+        for opt in free:
             if not positional:
                 break
-            is_last_text = opt.type == OptionType.TEXT and all(o.type != OptionType.TEXT for o in free[n + 1:])
-            raw[opt.name] = " ".join(positional) if is_last_text else positional.pop(0)
-            if is_last_text:
-                positional = []
+            if opt.name not in raw:
+                raw[opt.name] = positional.pop(0)
         if positional:
             raise UserFacingError("unknown_option", command=cmd.name, option=positional[0],
                                   options=", ".join(by_name) or "-")
-        return self.coerce(cmd, raw, files)
+        return self.coerce(cmd, raw, list(attachments))
 
     def coerce(self, cmd: Command, raw: Mapping[str, Any], files: Sequence[Attachment]) -> dict[str, Any]:
         """Validate and convert option values; attachments fill attachment options in order."""

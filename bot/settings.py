@@ -7,6 +7,7 @@ secrets use their conventional names (`DATABASE_URL`, `OPENAI_API_KEY`, `SLACK_B
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -127,7 +128,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+        # load_settings merges file, environment and overrides itself, in that order of precedence.
+        return (init_settings,)
 
 
 SECRET_NAMES = set(Secrets.model_fields)
@@ -180,11 +182,31 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     if unknown_env:
         raise ConfigError(f"unknown setting '{unknown_env}' in the environment")
     try:
-        settings = Settings(**_merge(file_values, overrides))
+        settings = Settings(**_merge(_merge(file_values, _env_values(env)), overrides))
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
     settings.secrets = Secrets.from_env(env)
     return settings
+
+
+def _env_values(env: dict[str, str]) -> dict[str, Any]:
+    """`BOT_POOL__MEMORY_BUDGET_MB=4096` -> {"pool": {"memory_budget_mb": "4096"}}; JSON values parsed."""
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith("BOT_") or name == "BOT_CONFIG":
+            continue
+        path = name[4:].lower().split("__")
+        value: Any = raw
+        if raw[:1] in "[{":
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
 
 
 def _unknown_env(env: dict[str, str]) -> str | None:

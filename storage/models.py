@@ -1,0 +1,227 @@
+"""The ORM schema: one class per table. Alembic migrations must match it (a test checks)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention so constraint names are stable across migrations."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Workspace(Base):
+    """A Slack team, a Discord guild, or the local web chat."""
+
+    __tablename__ = "workspace"
+    __table_args__ = (UniqueConstraint("platform", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(Text)
+    external_id: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    locale: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class AppUser(Base):
+    """A person in one workspace, with the bot's role for them."""
+
+    __tablename__ = "app_user"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "external_id"),
+        CheckConstraint("role IN ('user', 'admin')", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text, server_default="user")
+    locale: Mapped[str | None] = mapped_column(Text)
+    first_seen: Mapped[datetime] = _created()
+    last_seen: Mapped[datetime] = _created()
+
+
+class Channel(Base):
+    """A channel, DM or web session inside a workspace."""
+
+    __tablename__ = "channel"
+    __table_args__ = (UniqueConstraint("workspace_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    is_dm: Mapped[bool] = mapped_column(server_default=text("false"))
+
+
+class Conversation(Base):
+    """A chat history for one thread key; at most one is active per channel and key."""
+
+    __tablename__ = "conversation"
+    __table_args__ = (
+        Index(
+            "ix_conversation_channel_id_key_active",
+            "channel_id",
+            "key",
+            "active",
+            unique=True,
+            postgresql_where=text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channel.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id", ondelete="SET NULL"))
+    key: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_at: Mapped[datetime] = _created()
+
+
+class Message(Base):
+    __tablename__ = "message"
+    __table_args__ = (Index(None, "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    token_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created()
+
+
+class Blob(Base):
+    """A file kept on disk under the blob directory, named by its SHA-256."""
+
+    __tablename__ = "blob"
+    __table_args__ = (
+        Index(None, "sha256"),
+        CheckConstraint("kind IN ('upload', 'generated')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int | None] = mapped_column(ForeignKey("workspace.id", ondelete="SET NULL"))
+    sha256: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    mime: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(Text, server_default="upload")
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class Job(Base):
+    """One engine job as the pool saw it."""
+
+    __tablename__ = "job"
+    __table_args__ = (Index(None, "queued_at"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    engine: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    progress: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    queued_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    queue_s: Mapped[float | None] = mapped_column(Float)
+    run_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Usage(Base):
+    """The usage ledger: one row per billable engine call."""
+
+    __tablename__ = "usage"
+    __table_args__ = (Index(None, "created_at"), Index(None, "user_id", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    workspace_id: Mapped[int | None] = mapped_column(ForeignKey("workspace.id", ondelete="SET NULL"))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channel.id", ondelete="SET NULL"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id", ondelete="SET NULL"))
+    engine: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+    tokens_in: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    tokens_out: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    cost: Mapped[Decimal] = mapped_column(Numeric(14, 6), server_default=text("0"))
+    created_at: Mapped[datetime] = _created()
+
+
+class ProcessedEvent(Base):
+    """Platform event ids already handled, so redeliveries are dropped."""
+
+    __tablename__ = "processed_event"
+    __table_args__ = (PrimaryKeyConstraint("platform", "event_id"), Index(None, "created_at"))
+
+    platform: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    workspace_id: Mapped[int | None] = mapped_column(ForeignKey("workspace.id", ondelete="SET NULL"))
+    actor: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created()
+
+
+class ScopedSetting(Base):
+    """A per-workspace or per-channel override of a setting, changed by admin commands."""
+
+    __tablename__ = "scoped_setting"
+    __table_args__ = (
+        UniqueConstraint("scope", "scope_id", "key"),
+        CheckConstraint("scope IN ('workspace', 'channel')", name="scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(Text)
+    scope_id: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(Text)
+    value: Mapped[Any] = mapped_column(JSONB)
+    updated_by: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = _created()
