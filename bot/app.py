@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from bot.dispatch import Dispatcher
 from bot.metrics import Metrics
 from bot.middleware import default_chain
 from bot.ops import OpsRoutes
+from bot.router import Router
 from bot.settings import Settings
 from bot.tasks import TaskTracker
 from engines.pool import create_pool
@@ -51,16 +53,21 @@ class RunningApp:
         log.info("stopped")
 
 
-async def start(settings: Settings) -> RunningApp:
-    """Build everything from `settings` and start serving HTTP."""
+async def start(settings: Settings, register: Sequence[Callable[[Router], None]] = ()) -> RunningApp:
+    """Build everything from `settings` and start serving HTTP.
+
+    `register` adds handlers beyond the built-in features (benchmarks, tests, plugins).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings)
     metrics = Metrics()
     pool = create_pool(settings.engines, settings.pool, store.jobs, metrics)
     await pool.start()
     tasks = TaskTracker()
-    services = Services(settings=settings, store=store, pool=pool, router=build_router(), metrics=metrics,
-                        tasks=tasks)
+    router = build_router()
+    for extra in register:
+        extra(router)
+    services = Services(settings=settings, store=store, pool=pool, router=router, metrics=metrics, tasks=tasks)
     dispatcher = Dispatcher(services, default_chain(settings.access, settings.rate_limit))
     services.dispatch = dispatcher.handle
     app = web.Application(client_max_size=settings.limits.max_upload_bytes + 2**20)

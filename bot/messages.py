@@ -13,8 +13,8 @@ SUPPORTED = ("en", "zh")
 MESSAGES: dict[str, dict[str, str]] = {
     # general
     "greeting": {
-        "en": "Hi {name}! I'm the team bot. Try one of these, or type /help.",
-        "zh": "你好 {name}！我是团队机器人。点一个试试，或输入 /help。",
+        "en": "Hi{name}! I'm the team bot. Try one of these, or type /help.",
+        "zh": "你好{name}！我是团队机器人。点一个试试，或输入 /help。",
     },
     "help_title": {"en": "*Commands*", "zh": "*命令列表*"},
     "help_footer": {

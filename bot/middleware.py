@@ -6,6 +6,7 @@ Each step is `async (event, ctx, next)`; a step that stops the event simply does
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -60,7 +61,7 @@ class Identify:
         admins = ctx.settings.access.admins
         if identity.role != "admin" and f"{event.platform}:{event.user_id}" in admins:
             await ctx.store.identity.set_role(identity.user_pk, "admin")
-            identity = type(identity)(**{**identity.__dict__, "role": "admin"})
+            identity = dataclasses.replace(identity, role="admin")
         ctx.identity = identity
         ctx.locale = (
             normalize_locale(event.locale)
@@ -141,7 +142,7 @@ class Greet:
 
     async def __call__(self, event: IncomingEvent, ctx: HandlerContext, call_next: Next) -> None:
         if ctx.identity is not None and ctx.identity.is_new_user and event.kind != EventKind.ACTION:
-            name = event.user_name or event.user_id
+            name = f" {event.user_name}" if event.user_name else ""
             await ctx.responder.send(ctx.t("greeting", name=name), buttons=suggestion_buttons(ctx))
         await call_next()
 

@@ -123,8 +123,8 @@ class Message(Base):
     role: Mapped[str] = mapped_column(Text)
     content: Mapped[str] = mapped_column(Text)
     token_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
-    meta: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _created()
 
 
@@ -205,7 +205,7 @@ class AuditLog(Base):
     workspace_id: Mapped[int | None] = mapped_column(ForeignKey("workspace.id", ondelete="SET NULL"))
     actor: Mapped[str] = mapped_column(Text)
     action: Mapped[str] = mapped_column(Text)
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _created()
 
 

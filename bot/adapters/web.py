@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 from bot.context import Services
 from bot.errors import UnsupportedInput
@@ -147,7 +147,7 @@ class WebAdapter:
             part = await reader.next()
             while part is not None and getattr(part, "name", None) != "file":
                 part = await reader.next()
-            if part is None or not isinstance(part, web.BodyPartReader) or not part.filename:
+            if part is None or not isinstance(part, BodyPartReader) or not part.filename:
                 raise UnsupportedInput("upload_missing")
             name = Path(part.filename).name[:200] or "upload"
             data = bytearray()

@@ -1,0 +1,34 @@
+"""Repositories over the Store's sessions, one module per area; rows come back as frozen dataclasses."""
+
+from __future__ import annotations
+
+from storage.repositories.audit import AuditRepository, AuditRow
+from storage.repositories.blobs import BlobKind, BlobRepository, BlobRow
+from storage.repositories.conversations import ConversationRepository
+from storage.repositories.events import EventRepository
+from storage.repositories.identity import Identity, IdentityRepository, Role
+from storage.repositories.jobs import JobRepository, JobRow
+from storage.repositories.messages import MessageRepository, MessageRow
+from storage.repositories.scoped import Scope, ScopedSettingRepository
+from storage.repositories.usage import UsageRepository, UsageTotals
+
+__all__ = [
+    "AuditRepository",
+    "AuditRow",
+    "BlobKind",
+    "BlobRepository",
+    "BlobRow",
+    "ConversationRepository",
+    "EventRepository",
+    "Identity",
+    "IdentityRepository",
+    "JobRepository",
+    "JobRow",
+    "MessageRepository",
+    "MessageRow",
+    "Role",
+    "Scope",
+    "ScopedSettingRepository",
+    "UsageRepository",
+    "UsageTotals",
+]

@@ -1,0 +1,82 @@
+"""Messages of a conversation, in the order they were added."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+
+from storage.models import Message
+from storage.repositories.base import Repository
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    token_count: int
+    attachments: list[dict[str, Any]] | None
+    meta: dict[str, Any] | None
+    created_at: datetime
+
+
+class MessageRepository(Repository):
+    """Appends to and reads back a conversation's history."""
+
+    async def add(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        token_count: int = 0,
+        attachments: list[dict[str, Any]] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        stmt = (
+            insert(Message)
+            .values(
+                conversation_id=conversation_id,
+                role=role,
+                content=content,
+                token_count=token_count,
+                attachments=attachments,
+                meta=meta,
+            )
+            .returning(Message.id)
+        )
+        async with self._sessions.begin() as session:
+            return (await session.execute(stmt)).scalar_one()
+
+    async def recent(self, conversation_id: int, limit: int) -> list[MessageRow]:
+        """The last `limit` messages, oldest first."""
+        stmt = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.id.desc())
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(stmt)).scalars().all()
+        return [_row(m) for m in reversed(rows)]
+
+    async def count(self, conversation_id: int) -> int:
+        stmt = select(func.count()).select_from(Message).where(Message.conversation_id == conversation_id)
+        async with self._sessions() as session:
+            return (await session.execute(stmt)).scalar_one()
+
+
+def _row(m: Message) -> MessageRow:
+    return MessageRow(
+        id=m.id,
+        conversation_id=m.conversation_id,
+        role=m.role,
+        content=m.content,
+        token_count=m.token_count,
+        attachments=m.attachments,
+        meta=m.meta,
+        created_at=m.created_at,
+    )

@@ -1,0 +1,115 @@
+"""Shared fixtures. Database: one embedded PostgreSQL per test session, a fresh database per test.
+
+- `pg_server`: the session's pgserver (`.get_uri(dbname)` gives a libpq URL).
+- `database_url`: a new, empty database on it, as a `postgresql://` URL; dropped afterwards.
+- `make_settings(data_dir, database_url=None, **overrides)`: hermetic `Settings` (no bot.toml).
+- `store_settings`: `Settings` with `data_dir=tmp_path` and `DATABASE_URL` pointing at that database.
+- `store`: an open, migrated `Store` on it; closed afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+
+from bot.app import RunningApp, start
+from bot.settings import Settings, load_settings
+from storage.db import Store
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One private PostgreSQL (with pgvector) for the whole test session, deleted at the end."""
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore", UserWarning)
+        import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    # Throwaway data: skip the disk flushes that make CREATE DATABASE and commits slow.
+    server.psql(
+        "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf();"
+    )
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def database_url(pg_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh empty database for one test, as a `postgresql://` URL."""
+    name = f"t_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(pg_server.get_uri())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield pg_server.get_uri(name)
+    try:
+        admin = await asyncpg.connect(pg_server.get_uri())
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+    except (OSError, asyncpg.PostgresError):
+        pass  # best effort: the whole server is deleted at session end anyway
+
+
+def hermetic_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults and the environment only (no bot.toml), with the given database."""
+    empty = data_dir / "empty.toml"
+    empty.parent.mkdir(parents=True, exist_ok=True)
+    empty.write_text("", encoding="utf-8")
+    settings = load_settings(empty, data_dir=data_dir, **overrides)
+    settings.secrets.database_url = SecretStr(database_url) if database_url else None
+    return settings
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """`make_settings(data_dir, database_url=None, **overrides)`; no URL means the embedded server."""
+    return hermetic_settings
+
+
+@pytest.fixture
+def store_settings(tmp_path: Path, database_url: str) -> Settings:
+    return hermetic_settings(tmp_path, database_url)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def store(store_settings: Settings) -> AsyncIterator[Store]:
+    """An open Store on this test's own database, migrated to head."""
+    opened = await Store.open(store_settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def web_app(tmp_path: Path, database_url: str) -> AsyncIterator[RunningApp]:
+    """The real service on a free loopback port, with its own database and the test commands."""
+    from tests.support.commands import TEST_ENGINES, register_test_commands
+
+    settings = hermetic_settings(
+        tmp_path, database_url, server={"port": 0},
+        limits={"max_upload_mb": 1},
+        responder={"stream_interval_s": 0.05, "progress_interval_s": 0.05},
+    )
+    settings.engines.update(TEST_ENGINES)
+    running = await start(settings, register=[register_test_commands])
+    try:
+        yield running
+    finally:
+        await running.stop(drain_timeout=5)
