@@ -25,11 +25,11 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.app import start  # noqa: E402
-from bot.context import HandlerContext  # noqa: E402
-from bot.events import IncomingEvent  # noqa: E402
-from bot.router import Router  # noqa: E402
-from bot.settings import load_settings  # noqa: E402
+from bot.app import start
+from bot.context import HandlerContext
+from bot.events import IncomingEvent
+from bot.router import Router
+from bot.settings import load_settings
 
 
 def register_noop(router: Router) -> None:

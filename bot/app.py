@@ -78,7 +78,9 @@ async def start(settings: Settings, register: Sequence[Callable[[Router], None]]
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else 0  # type: ignore[union-attr]
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    port = int(sockets[0].getsockname()[1]) if sockets else settings.server.port
     log.info("serving the web chat on http://%s:%s", settings.server.host, port)
     return RunningApp(services=services, runner=runner, web=web_adapter, host=settings.server.host, port=port)
 

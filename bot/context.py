@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.messages import t
@@ -39,7 +39,7 @@ class Services:
     dispatch: Callable[[IncomingEvent, Responder], Awaitable[None]] = field(default=_not_ready, repr=False)
 
 
-class EventLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class EventLog(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every line with the event id."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:

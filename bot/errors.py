@@ -32,7 +32,13 @@ class RateLimited(UserFacingError):
 
 
 class EngineError(BotError):
-    """A job failed inside an engine; the engine keeps serving."""
+    """A job failed inside an engine; the engine keeps serving.
+
+    The pool sets `engine` (and `timeout` on `JobTimeout`) so the reply can name them.
+    """
+
+    engine: str | None = None
+    timeout: float | None = None
 
 
 class EngineBusy(EngineError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 from pathlib import PurePath
 
-import filetype  # type: ignore[import-untyped]
+import filetype
 
 from bot.errors import UnsupportedInput
 

@@ -6,8 +6,6 @@ and the same placeholders in each.
 
 from __future__ import annotations
 
-from typing import Any
-
 SUPPORTED = ("en", "zh")
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -135,7 +133,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "whoami": {
         "en": "You are {user} ({user_id}) on {platform}, workspace {workspace}, channel {channel}. "
         "Role: {role}. Language: {locale}.",
-        "zh": "你是 {platform} 上的 {user}（{user_id}），工作区 {workspace}，频道 {channel}。角色：{role}。语言：{locale}。",
+        "zh": "你是 {platform} 上的 {user}（{user_id}），工作区 {workspace}，频道 {channel}。"
+        "角色：{role}。语言：{locale}。",
     },
     "reset_done": {
         "en": "Started a new conversation. I've set the earlier one aside.",

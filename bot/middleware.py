@@ -144,6 +144,7 @@ class Greet:
         if ctx.identity is not None and ctx.identity.is_new_user and event.kind != EventKind.ACTION:
             name = f" {event.user_name}" if event.user_name else ""
             await ctx.responder.send(ctx.t("greeting", name=name), buttons=suggestion_buttons(ctx))
+            ctx.state["greeted"] = True
         await call_next()
 
 

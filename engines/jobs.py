@@ -45,6 +45,16 @@ def engine_error(error: BaseException) -> BotError:
     return wrapped
 
 
+def name_engine(error: BaseException, engine: str, timeout_s: float | None = None) -> None:
+    """Put the engine's name (and a timeout's seconds) on one of our errors, for the reply to the user."""
+    if not isinstance(error, EngineError):
+        return
+    if error.engine is None:
+        error.engine = engine
+    if timeout_s is not None:
+        error.timeout = timeout_s
+
+
 @dataclass(frozen=True)
 class EngineHealth:
     """One engine as /healthz shows it."""

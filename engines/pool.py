@@ -19,7 +19,7 @@ from bot.metrics import Metrics
 from bot.settings import EngineSettings, PoolSettings, default_engines
 from engines.base import JobRecorder
 from engines.budget import MemoryBudget
-from engines.jobs import BackgroundTasks, EngineHealth, Job, JobStream, ProgressCallback
+from engines.jobs import BackgroundTasks, EngineHealth, Job, JobStream, ProgressCallback, name_engine
 from engines.slot import EngineSlot
 from engines.workers import make_worker
 
@@ -203,16 +203,20 @@ class LocalEnginePool:
         await self.close()
 
     def _slot(self, engine: str) -> EngineSlot:
-        if self._closing:
-            raise EngineUnavailable("the engine pool is shutting down")
-        if not self._started:
-            raise EngineUnavailable("the engine pool has not been started")
+        if self._closing or not self._started:
+            closed = EngineUnavailable(
+                "the engine pool is shutting down" if self._closing else "the engine pool has not been started"
+            )
+            name_engine(closed, engine)
+            raise closed
         return self._known(engine)
 
     def _known(self, engine: str) -> EngineSlot:
         slot = self._slots.get(engine)
         if slot is None:
-            raise UnknownEngine(f"no engine named {engine!r} is configured")
+            unknown = UnknownEngine(f"no engine named {engine!r} is configured")
+            name_engine(unknown, engine)
+            raise unknown
         return slot
 
 

@@ -23,6 +23,7 @@ from engines.jobs import (
     JobStatus,
     ProgressCallback,
     engine_error,
+    name_engine,
     short_error,
 )
 from engines.workers import Worker, WorkerDied
@@ -95,7 +96,9 @@ class EngineSlot:
         streaming: bool,
     ) -> Job:
         if len(self._queue) >= self.settings.queue_size:
-            raise EngineBusy(f"engine {self.name} has {len(self._queue)} jobs queued, its limit")
+            busy = EngineBusy(f"engine {self.name} has {len(self._queue)} jobs queued, its limit")
+            name_engine(busy, self.name)
+            raise busy
         limit = self.settings.timeout_s if timeout is None else timeout
         if limit <= 0:
             raise ValueError(f"timeout must be positive, not {limit}")
@@ -128,6 +131,8 @@ class EngineSlot:
         else:
             with contextlib.suppress(ValueError):
                 self._queue.remove(job)
+        if error is not None:
+            name_engine(error, self.name)
         job.settle(status, result, error)
         if was_running and status != "ok":
             self.worker.cancel(job.id)
@@ -158,14 +163,15 @@ class EngineSlot:
         await self._idle.wait()
 
     def health(self) -> EngineHealth:
+        dead = self.state == "ready" and not self.worker.alive  # its child died while idle
         return EngineHealth(
-            state=self.state,
+            state="unloaded" if dead else self.state,
             queued=len(self._queue),
             running=len(self._running),
             completed=self.completed,
             failed=self.failed,
             last_error=self.last_error,
-            loaded=self.state == "ready",
+            loaded=self.state == "ready" and not dead,
             memory_mb=self.memory_mb,
         )
 
@@ -260,19 +266,12 @@ class EngineSlot:
         return job
 
     async def _execute(self, batch: list[Job]) -> None:
-        now = time.monotonic()
-        for job in batch:
-            job.started_at = now
-            queue_s = job.queue_s
-            job.records.add(functools.partial(self._recorder.job_started, job.id, queue_s))
-            if self._metrics is not None:
-                self._metrics.queue_seconds.labels(self.name).observe(queue_s)
-        if self._metrics is not None:
-            self._metrics.batch_size.labels(self.name).observe(len(batch))
-        self._changed()
-        log.debug("engine %s: running %d job(s): %s", self.name, len(batch), " ".join(j.id for j in batch))
         try:
             async with self._gate or contextlib.nullcontext():
+                batch = [job for job in batch if not job.done]  # some may have ended while we waited
+                if not batch:
+                    return
+                self._started(batch)
                 if batch[0].streaming:
                     await self.worker.stream(batch[0].request, batch[0].push_chunk)
                     results: list[Any] = [None]
@@ -288,15 +287,27 @@ class EngineSlot:
                 self._fail(job, e)
             return
         if len(results) != len(batch):
-            mismatch = EngineError(f"{self.name} returned {len(results)} results for {len(batch)} requests")
+            mismatch = f"{self.name} returned {len(results)} results for {len(batch)} requests"
             for job in batch:
-                self._fail(job, mismatch)
+                self._fail(job, EngineError(mismatch))
             return
         for job, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 self._fail(job, result)
             else:
                 self.finish(job, "ok", result=result)
+
+    def _started(self, batch: list[Job]) -> None:
+        now = time.monotonic()
+        for job in batch:
+            job.started_at = now
+            queue_s = job.queue_s
+            job.records.add(functools.partial(self._recorder.job_started, job.id, queue_s))
+            if self._metrics is not None:
+                self._metrics.queue_seconds.labels(self.name).observe(queue_s)
+        if self._metrics is not None:
+            self._metrics.batch_size.labels(self.name).observe(len(batch))
+        log.debug("engine %s: running %d job(s): %s", self.name, len(batch), " ".join(j.id for j in batch))
 
     def _fail(self, job: Job, error: BaseException) -> None:
         wrapped = engine_error(error)
@@ -309,6 +320,7 @@ class EngineSlot:
 
     def _expire(self, job: Job, limit: float) -> None:
         error = JobTimeout(f"job {job.id} on {self.name} took longer than {limit:g} s")
+        name_engine(error, self.name, timeout_s=limit)
         self.finish(job, "timeout", error=error)
 
     async def _worker_lost(self, error: WorkerDied) -> None:

@@ -10,6 +10,7 @@ from bot.events import EventKind, IncomingEvent
 from bot.router import Option, OptionType, Router, split_command
 from bot.suggestions import suggestion_buttons
 
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB"):
@@ -83,7 +84,8 @@ async def reset(event: IncomingEvent, ctx: HandlerContext) -> None:
 
 async def plain_message(event: IncomingEvent, ctx: HandlerContext) -> None:
     names = ", ".join(f"/{name}" for name in sorted(ctx.router.commands))
-    await ctx.responder.send(ctx.t("available", commands=names), buttons=suggestion_buttons(ctx))
+    buttons = [] if ctx.state.get("greeted") else suggestion_buttons(ctx)  # the greeting just offered them
+    await ctx.responder.send(ctx.t("available", commands=names), buttons=buttons)
 
 
 async def attachment_received(event: IncomingEvent, ctx: HandlerContext) -> None:

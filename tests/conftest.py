@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,13 +31,15 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def pg_server() -> Iterator[PostgresServer]:
     """One private PostgreSQL (with pgvector) for the whole test session, deleted at the end."""
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore", UserWarning)
         import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    # Outside pytest's basetemp, which a concurrent pytest run may prune.
+    root = Path(tempfile.mkdtemp(prefix="teambot-pg-"))
+    server = pgserver.get_server(root / "data", cleanup_mode="delete")
     # Throwaway data: skip the disk flushes that make CREATE DATABASE and commits slow.
     server.psql(
         "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf();"
@@ -44,6 +48,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServ
         yield server
     finally:
         server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

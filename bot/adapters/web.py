@@ -7,9 +7,11 @@ Protocol (JSON text frames):
     {"type": "action", "id": "<client id>", "action_id": "suggest", "value": "/help"}
   server -> client
     {"type": "welcome", "locale": "en", "commands": [...schema...], "limits": {"max_upload_bytes": n}}
-    {"type": "message", "id": "<msg id>", "text": "...", "buttons": [{"label","action_id","value"}], "reply_to": "<client id>"}
+    {"type": "message", "id": "<msg id>", "text": "...", "buttons": [{"label","action_id","value"}],
+     "reply_to": "<client id>"}
     {"type": "edit", "id": "<msg id>", "text": "...", "buttons": [...]}
-    {"type": "file", "id": "<msg id>", "name": "...", "mime": "...", "url": "/files/<sha>/<name>", "caption": "...", "buttons": [...]}
+    {"type": "file", "id": "<msg id>", "name": "...", "mime": "...", "url": "/files/<sha>/<name>",
+     "caption": "...", "buttons": [...]}
     {"type": "progress", "id": "<bar id>", "fraction": 0.4, "note": "...", "reply_to": "..."}
     {"type": "error", "text": "...", "reply_to": "<client id>"}
 Uploads: POST /api/upload (multipart field "file") -> {"id", "name", "mime", "size"}, or an error
@@ -39,7 +41,7 @@ from bot.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "web"
+STATIC = Path(__file__).parent / "webpage"
 WORKSPACE = "web"
 ID_RE = re.compile(r"^[\w-]{1,64}$")
 MAX_FRAME = 1 << 20

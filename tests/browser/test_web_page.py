@@ -154,6 +154,21 @@ async def test_greeting_suggestions_run_when_clicked(open_chat: OpenChat) -> Non
     await expect(bot_message(page, "Pong")).to_have_count(1)
 
 
+async def test_streamed_reply_is_edited_in_place(open_chat: OpenChat) -> None:
+    frames: list[dict[str, Any]] = []
+
+    def record(ws: WebSocketRoute) -> None:  # pass-through that notes what the server sends
+        server = ws.connect_to_server()
+        server.on_message(lambda message: (frames.append(json.loads(message)), ws.send(message)))
+
+    page = await open_chat(route_ws=record)
+    await send(page, "/stream 40")
+    reply = bot_message(page, "w0 ")
+    await expect(reply).to_contain_text("w39")
+    await expect(reply).to_have_count(1)
+    assert any(f["type"] == "edit" for f in frames), [f["type"] for f in frames]
+
+
 async def test_chinese_locale(open_chat: OpenChat) -> None:
     page = await open_chat("zh-CN")
     await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")

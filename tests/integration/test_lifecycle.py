@@ -67,8 +67,9 @@ def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 async def test_serve_answers_health_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = bot_env(tmp_path, BOT_SERVER__PORT=str(port), BOT_LOG_FORMAT="json", OPENAI_API_KEY="sk-secret-value-1")
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once; the test then polls it over HTTP
+        [sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         health = None
         async with aiohttp.ClientSession() as http:

@@ -17,7 +17,7 @@ import pytest
 from bot.errors import EngineBusy, EngineError, EngineUnavailable, JobTimeout, UnknownEngine
 from bot.metrics import Metrics
 from bot.settings import EngineSettings, PoolSettings
-from engines import LocalEnginePool, create_pool
+from engines import EnginePool, LocalEnginePool, create_pool
 from tests.support.engines import MODULE, Probe
 
 MakePool = Callable[..., Awaitable[LocalEnginePool]]
@@ -131,7 +131,7 @@ async def test_cancelling_a_queued_job_frees_its_slot(make_pool: MakePool) -> No
 
 
 async def test_unknown_engine_and_the_builtin_noop(make_pool: MakePool) -> None:
-    pool = await make_pool({})
+    pool: EnginePool = await make_pool({})  # (mypy: the local pool meets the protocol)
     assert await pool.run("noop", {"x": 1}) == {"x": 1}
     assert set(pool.health()) == {"noop"}
     with pytest.raises(UnknownEngine):
@@ -195,6 +195,7 @@ async def test_raising_engine_fails_its_job_while_another_engine_completes(make_
         await doomed.result()
     assert str(failure.value) == "RuntimeError: engine exploded"
     assert isinstance(failure.value.__cause__, RuntimeError)
+    assert vars(failure.value)["engine"] == "failing"  # the dispatcher names it to the user
     assert await healthy == "fine"
     assert await pool.run("failing", "next") == "next"  # the engine keeps serving
 
@@ -257,8 +258,9 @@ async def test_timeout_raises_job_timeout_and_flags_the_request(make_pool: MakeP
         recorder,
     )
     job = pool.submit("gated", 1)  # the engine's own timeout_s
-    with pytest.raises(JobTimeout):
+    with pytest.raises(JobTimeout) as timeout:
         await job.result()
+    assert vars(timeout.value) == {"engine": "gated", "timeout": 0.2}
     await eventually(probe.cancel_seen.is_set)
     await eventually(lambda: recorder.status(job.id) == "timeout")
 
@@ -357,6 +359,24 @@ async def test_an_engine_bigger_than_the_budget_loads_alone(
     assert probe.events == ["load:small", "unload:small", "load:big"]
 
 
+async def test_a_load_waits_for_a_busy_engine_instead_of_exceeding_the_budget(make_pool: MakePool) -> None:
+    probe = Probe()
+    engines = {
+        "busy": engine("GatedEngine", probe=probe, options={"name": "busy"}, memory_mb=100),
+        "next": engine("EchoEngine", probe=probe, options={"name": "next"}, memory_mb=100),
+    }
+    pool = await make_pool(engines, memory_budget_mb=150)
+    running = pool.submit("busy", 1)
+    await eventually(probe.started.is_set)
+    waiting = pool.submit("next", 2)
+    await asyncio.sleep(0.1)
+    assert not waiting.done and probe.events == ["load:busy"]
+
+    probe.release.set()
+    assert (await running.result(), await waiting.result()) == (1, 2)
+    assert probe.events == ["load:busy", "unload:busy", "load:next"]
+
+
 # --- placement
 
 
@@ -404,6 +424,11 @@ async def test_streams_from_sync_and_async_generators(make_pool: MakePool) -> No
         async for chunk in pool.stream("words", "a boom c"):
             got.append(chunk)
     assert got == ["a"]
+
+    async with pool.stream("words", "x y z") as chunks:  # leaving early cancels the job
+        assert await anext(chunks) == "x"
+    with pytest.raises(asyncio.CancelledError):
+        await chunks.job.result()
 
 
 # --- process workers
@@ -455,7 +480,11 @@ async def test_killed_process_worker_fails_its_batch_and_the_next_job_gets_a_new
     second_pid = await pool.run("proc", "pid")
     assert second_pid not in (first_pid, os.getpid())
 
-    await pool.close()
+    stuck = pool.submit("proc", "wait:/dev/null")
+    await eventually(lambda: stuck.position == 0)
+    await pool.close(drain_timeout=0.2)  # cancels the job; the child sees it, finishes, and is stopped
+    with pytest.raises(EngineUnavailable, match="shut down"):
+        await stuck.result()
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("engine-")]
 
 

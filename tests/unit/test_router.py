@@ -107,7 +107,7 @@ def test_registry_rejects_duplicates_and_unknown_description_keys() -> None:
     router = make_router()
     with pytest.raises(ValueError, match="twice"):
         router.command("imagine", "cmd_help")(_noop)
-    with pytest.raises(ValueError, match="not in bot.messages"):
+    with pytest.raises(ValueError, match=r"not in bot\.messages"):
         router.command("draw", "no_such_key")(_noop)
 
 

@@ -527,7 +527,12 @@ const STRINGS = {
   }
 
   // -- connection --------------------------------------------------------------------------
-  let visitor = localStorage.getItem(VISITOR_KEY);
+  let visitor = null;
+  try {
+    visitor = localStorage.getItem(VISITOR_KEY);
+  } catch {
+    /* storage blocked: a new id for this page */
+  }
   if (!visitor || !/^[\w-]{1,64}$/.test(visitor)) {
     visitor = uid();
     try {
