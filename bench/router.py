@@ -1,6 +1,7 @@
 """Router throughput: events/s and message-to-reply latency through the web adapter.
 
-200 concurrent websocket clients each send messages to a no-op command whose handler runs a job
+200 concurrent websocket clients (in a separate process, so the server has its own core) each
+send messages to a no-op command whose handler runs a job
 on the `noop` engine and replies; dedupe, identity, rate limit and the job table put PostgreSQL
 in the path. The baseline, measured in the same run, is a bare aiohttp websocket echo server
 driven by the same clients: the ratio is what the bot's pipeline costs on top of the transport.
@@ -13,11 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -28,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.app import start
 from bot.context import HandlerContext
 from bot.events import IncomingEvent
-from bot.router import Router
+from bot.router import Option, OptionType, Router
 from bot.settings import load_settings
 
 
 def register_noop(router: Router) -> None:
-    @router.command("noop", "cmd_ping")
+    @router.command("noop", "cmd_ping", options=[Option("text", OptionType.TEXT, "cmd_ping")])
     async def noop(event: IncomingEvent, ctx: HandlerContext) -> None:
         await ctx.pool.run("noop", event.text, event_id=event.event_id)
         await ctx.responder.send("ok")
@@ -46,8 +49,12 @@ async def client(url: str, messages: int, latencies: list[float], hello: bool) -
             await ws.receive_json()  # welcome
             # first contact greets; prime it so timing measures steady state
             await ws.send_json({"type": "message", "id": uuid.uuid4().hex, "text": "/noop x"})
-            while (await ws.receive_json()).get("text") != "ok":
-                pass
+            while True:
+                frame = await ws.receive_json()
+                if frame.get("type") == "error":
+                    raise RuntimeError(frame["text"])
+                if frame.get("text") == "ok":
+                    break
         for _ in range(messages):
             sent = time.perf_counter()
             await ws.send_json({"type": "message", "id": uuid.uuid4().hex, "text": "/noop x"})
@@ -60,11 +67,22 @@ async def client(url: str, messages: int, latencies: list[float], hello: bool) -
             latencies.append(time.perf_counter() - sent)
 
 
-async def drive(url: str, clients: int, messages: int, hello: bool) -> tuple[float, list[float]]:
+async def _drive_here(url: str, clients: int, messages: int, hello: bool) -> tuple[float, list[float]]:
     latencies: list[float] = []
     started = time.perf_counter()
     await asyncio.gather(*(client(url, messages, latencies, hello) for _ in range(clients)))
     return time.perf_counter() - started, latencies
+
+
+def _drive_process(url: str, clients: int, messages: int, hello: bool) -> tuple[float, list[float]]:
+    return asyncio.run(_drive_here(url, clients, messages, hello))
+
+
+async def drive(url: str, clients: int, messages: int, hello: bool) -> tuple[float, list[float]]:
+    """Run the clients in another process while this one serves."""
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
+        return await loop.run_in_executor(executor, _drive_process, url, clients, messages, hello)
 
 
 async def echo_baseline(clients: int, messages: int) -> tuple[float, list[float]]:

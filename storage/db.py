@@ -158,7 +158,11 @@ class Store:
         return time.perf_counter() - started
 
     async def close(self) -> None:
-        """Dispose of the connection pool and stop the embedded server if this store started it."""
+        """Flush buffered records, dispose of the connection pool, stop the embedded server if ours."""
+        try:
+            await self.jobs.close()
+        except Exception:
+            log.exception("could not flush job records at close")
         await self.engine.dispose()
         if self._embedded is not None:
             stack, self._embedded = self._embedded, None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import AppUser, Channel, Workspace
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, Sessions
 
 Role = Literal["user", "admin"]
 ROLES: tuple[str, ...] = ("user", "admin")
@@ -30,7 +32,18 @@ class Identity:
 
 
 class IdentityRepository(Repository):
-    """Upserts workspace, channel and user rows; safe when the same newcomer sends twice at once."""
+    """Upserts workspace, channel and user rows; safe when the same newcomer sends twice at once.
+
+    Every event needs its sender's rows, so answers are cached in this process for `ttl_s`
+    (a returning user costs no query); changes made through this repository clear the cache.
+    Another process's role change is seen within `ttl_s`.
+    """
+
+    def __init__(self, sessions: Sessions, ttl_s: float = 60.0, max_entries: int = 50_000) -> None:
+        super().__init__(sessions)
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._cache: dict[tuple[str, str, str, str], tuple[Identity, float]] = {}
 
     async def ensure(
         self,
@@ -43,13 +56,17 @@ class IdentityRepository(Repository):
         workspace_name: str | None = None,
     ) -> Identity:
         """Find or create the three rows, refresh the user's last_seen, and say whether the user is new."""
+        key = (platform, workspace_ext, channel_ext, user_ext)
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[1] < self.ttl_s:
+            return cached[0]
         async with self._sessions.begin() as session:
             workspace_pk, workspace_locale = await _workspace(
                 session, platform, workspace_ext, workspace_name
             )
             channel_pk = await _channel(session, workspace_pk, channel_ext, is_dm)
             user_pk, role, user_locale, is_new = await _user(session, workspace_pk, user_ext, user_name)
-        return Identity(
+        identity = Identity(
             workspace_pk=workspace_pk,
             channel_pk=channel_pk,
             user_pk=user_pk,
@@ -58,6 +75,14 @@ class IdentityRepository(Repository):
             workspace_locale=workspace_locale,
             user_locale=user_locale,
         )
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        self._cache[key] = (dataclasses.replace(identity, is_new_user=False), time.monotonic())
+        return identity
+
+    def forget(self) -> None:
+        """Drop cached identities (after a change to roles or locales)."""
+        self._cache.clear()
 
     async def set_role(self, user_pk: int, role: Role) -> None:
         if role not in ROLES:
@@ -66,14 +91,17 @@ class IdentityRepository(Repository):
             result = await session.execute(update(AppUser).where(AppUser.id == user_pk).values(role=role))
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise LookupError(f"no user with id {user_pk}")
+        self.forget()
 
     async def set_user_locale(self, user_pk: int, locale: str | None) -> None:
         async with self._sessions.begin() as session:
             await session.execute(update(AppUser).where(AppUser.id == user_pk).values(locale=locale))
+        self.forget()
 
     async def set_workspace_locale(self, workspace_pk: int, locale: str | None) -> None:
         async with self._sessions.begin() as session:
             await session.execute(update(Workspace).where(Workspace.id == workspace_pk).values(locale=locale))
+        self.forget()
 
 
 # Each helper reads first (the common case), then inserts with ON CONFLICT DO NOTHING; a concurrent

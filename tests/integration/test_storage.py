@@ -313,3 +313,12 @@ async def test_embedded_database_keeps_data_across_restarts(
         assert [m.content for m in await store.messages.recent(conversation, 10)] == ["remember me"]
     finally:
         await store.close()
+
+
+async def test_identity_cache_serves_returning_users_and_forgets_on_change(store: Store) -> None:
+    first = await store.identity.ensure("web", "w-cache", "c", "u")
+    assert first.is_new_user
+    again = await store.identity.ensure("web", "w-cache", "c", "u")
+    assert not again.is_new_user and again.user_pk == first.user_pk
+    await store.identity.set_role(first.user_pk, "admin")
+    assert (await store.identity.ensure("web", "w-cache", "c", "u")).role == "admin"
