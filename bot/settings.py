@@ -66,6 +66,7 @@ class EngineSettings(Section):
     worker: Literal["thread", "process"] = "thread"
     device: str = "cpu"
     max_batch: int = Field(1, ge=1)
+    concurrency: int = Field(1, ge=1)  # batches in flight at once (HTTP APIs, servers with parallel slots)
     batch_wait_ms: float = Field(0.0, ge=0)
     queue_size: int = Field(64, ge=1)
     timeout_s: float = Field(300.0, gt=0)

@@ -25,6 +25,8 @@ from engines.workers import make_worker
 
 log = logging.getLogger(__name__)
 
+REMOTE = "remote"  # the device of engines that only call out over the network
+
 RECORDS_WAIT_S = 5.0
 
 
@@ -75,8 +77,8 @@ class LocalEnginePool:
 
     Each engine has a bounded queue and a serve loop running one batch at a time (see
     `EngineSlot`); the batches of engines on the same device share a semaphore of
-    `device_concurrency[device]` (1 for a device not listed), so HTTP-backed engines belong on
-    a device of their own (say "api") with a generous limit.
+    `device_concurrency[device]` (1 for a device not listed). Engines on the device "remote"
+    (HTTP APIs) are not gated: their own `concurrency` bounds them.
     """
 
     def __init__(
@@ -87,7 +89,9 @@ class LocalEnginePool:
         metrics: Metrics | None = None,
     ) -> None:
         configured = {**default_engines(), **engines}  # the builtin noop engine is always there
-        concurrency = {s.device: pool.device_concurrency.get(s.device, 1) for s in configured.values()}
+        concurrency = {
+            s.device: pool.device_concurrency.get(s.device, 1) for s in configured.values() if s.device != REMOTE
+        }
         self._tasks = BackgroundTasks()
         self._executor = ThreadPoolExecutor(
             max_workers=2 * len(configured) + sum(concurrency.values()), thread_name_prefix="engine"
@@ -100,7 +104,7 @@ class LocalEnginePool:
                 settings,
                 make_worker(name, settings, self._executor),
                 budget=self._budget,
-                device_gate=gates[settings.device],
+                device_gate=gates.get(settings.device),
                 recorder=recorder,
                 metrics=metrics,
                 tasks=self._tasks,

@@ -67,6 +67,8 @@ class EngineSlot:
         self._queue: deque[Job] = deque()
         self._running: list[Job] = []
         self._working = False  # a batch has been taken and is not yet over
+        self._inflight = 0  # batches running at once (up to settings.concurrency)
+        self._batches: set[asyncio.Task[None]] = set()
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -81,10 +83,10 @@ class EngineSlot:
 
     async def stop(self) -> None:
         task, self._serve_task = self._serve_task, None
-        if task is not None:
-            task.cancel()
+        for running in [*self._batches, *([task] if task is not None else [])]:
+            running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await running
 
     def submit(
         self,
@@ -215,30 +217,50 @@ class EngineSlot:
     # --- the serve loop
 
     async def _serve(self) -> None:
+        lanes = asyncio.Semaphore(self.settings.concurrency)
         while True:
             while not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
-            try:
-                await self._budget.acquire(self)
-            except Exception as e:  # the load failed: every waiting job fails; the next one retries
-                reason = str(e) if isinstance(e, EngineUnavailable) else short_error(e)
-                for job in list(self._queue):
-                    self.finish(job, "unavailable", error=EngineUnavailable(reason))
+            await lanes.acquire()
+            if not self._queue:  # the jobs we woke for were cancelled meanwhile
+                lanes.release()
                 continue
-            try:
-                self._working = True
-                batch = await self._collect() if self._queue else []
-                if batch:
-                    await self._execute(batch)
-            except Exception as e:  # a bug here must not leave callers waiting forever
-                log.exception("engine %s: serve loop failed", self.name)
-                for job in list(self._running):
-                    self.finish(job, "error", error=engine_error(e))
-            finally:
+            if self._inflight == 0:
+                try:
+                    await self._budget.acquire(self)
+                except Exception as e:  # the load failed: every waiting job fails; the next one retries
+                    lanes.release()
+                    reason = str(e) if isinstance(e, EngineUnavailable) else short_error(e)
+                    for job in list(self._queue):
+                        self.finish(job, "unavailable", error=EngineUnavailable(reason))
+                    continue
+            self._inflight += 1
+            self._working = True
+            batch = await self._collect() if self._queue else []
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch, lanes))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+            if self.settings.concurrency == 1:
+                await task
+
+    async def _run_batch(self, batch: list[Job], lanes: asyncio.Semaphore) -> None:
+        try:
+            if batch:
+                await self._execute(batch)
+        except Exception as e:  # a bug here must not leave callers waiting forever
+            log.exception("engine %s: serve loop failed", self.name)
+            for job in batch:
+                self.finish(job, "error", error=engine_error(e))
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
                 self._working = False
                 self._changed()
                 await self._budget.release(self)
+            else:
+                self._changed()
+            lanes.release()
 
     async def _collect(self) -> list[Job]:
         batch = [self._take()]

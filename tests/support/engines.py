@@ -193,3 +193,18 @@ class ProcessEngine:
 
     def unload(self) -> None:
         return None
+
+
+class RendezvousStreamEngine(EchoEngine):
+    """Each stream waits until `payload` streams are in flight at once, then yields "met"."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.in_flight = 0
+
+    async def stream(self, request: EngineRequest) -> AsyncIterator[str]:
+        self.in_flight += 1
+        deadline = asyncio.get_running_loop().time() + 2
+        while self.in_flight < int(request.payload) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        yield "met" if self.in_flight >= int(request.payload) else "alone"

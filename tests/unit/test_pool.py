@@ -535,3 +535,19 @@ async def test_metrics_follow_the_jobs(make_pool: MakePool) -> None:
     assert sample("bot_engine_loaded", {"engine": "echo"}) == 1
     assert sample("bot_engine_queue_depth", {"engine": "echo"}) == 0
     assert sample("bot_engine_running", {"engine": "echo"}) == 0
+
+
+async def test_concurrency_lets_streams_of_one_engine_overlap(make_pool: MakePool) -> None:
+    pool = await make_pool({
+        "lanes": engine("RendezvousStreamEngine", concurrency=3, device="remote"),
+        "single": engine("RendezvousStreamEngine"),
+    })
+
+    async def collect(name: str, payload: int) -> list[str]:
+        return [chunk async for chunk in pool.stream(name, payload)]
+
+    together = await asyncio.gather(*(collect("lanes", 3) for _ in range(3)))
+    assert together == [["met"]] * 3
+    # with the default concurrency of 1, the second stream starts only after the first ended
+    apart = await asyncio.gather(*(collect("single", 2) for _ in range(2)))
+    assert ["alone"] in apart
