@@ -205,6 +205,6 @@ class RendezvousStreamEngine(EchoEngine):
     async def stream(self, request: EngineRequest) -> AsyncIterator[str]:
         self.in_flight += 1
         deadline = asyncio.get_running_loop().time() + 2
-        while self.in_flight < int(request.payload) and asyncio.get_running_loop().time() < deadline:
+        while self.in_flight < int(request.payload) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         yield "met" if self.in_flight >= int(request.payload) else "alone"
