@@ -98,6 +98,35 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "I couldn't read that message (it wasn't valid JSON of a known type).",
         "zh": "无法读取这条消息（不是有效的 JSON 或类型未知）。",
     },
+    # language model
+    "llm_rate_limited": {
+        "en": "The language model provider is rate limiting us. I retried; please try again in a minute.",
+        "zh": "语言模型服务正在限流。我已重试，请一分钟后再试。",
+    },
+    "llm_timeout": {
+        "en": "The language model took too long to answer. Please try again.",
+        "zh": "语言模型响应超时，请重试。",
+    },
+    "llm_unreachable": {
+        "en": "I can't reach the language model server right now. Please try again later.",
+        "zh": "暂时无法连接语言模型服务器，请稍后再试。",
+    },
+    "llm_auth": {
+        "en": "The language model provider refused our credentials. An operator needs to check the API key.",
+        "zh": "语言模型服务拒绝了凭据，请管理员检查 API 密钥。",
+    },
+    "llm_provider_error": {
+        "en": "The language model provider had an error ({status}). I retried; please try again later.",
+        "zh": "语言模型服务出错（{status}）。我已重试，请稍后再试。",
+    },
+    "llm_bad_request": {
+        "en": "The language model provider rejected the request ({status}): {detail}",
+        "zh": "语言模型服务拒绝了请求（{status}）：{detail}",
+    },
+    "tool_args_invalid": {
+        "en": "The model called {tool} with arguments that are not valid JSON.",
+        "zh": "模型调用 {tool} 时给出的参数不是有效的 JSON。",
+    },
     # files
     "file_too_large": {
         "en": "{name} is larger than the {limit_mb} MB limit.",

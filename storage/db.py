@@ -29,6 +29,7 @@ from storage.repositories import (
     EventRepository,
     IdentityRepository,
     JobRepository,
+    MemoryRepository,
     MessageRepository,
     ScopedSettingRepository,
     UsageRepository,
@@ -106,6 +107,7 @@ class Store:
         self.usage = UsageRepository(self.sessions)
         self.audit = AuditRepository(self.sessions)
         self.scoped = ScopedSettingRepository(self.sessions)
+        self.memory = MemoryRepository(self.sessions)
 
     @property
     def embedded(self) -> bool:

@@ -225,3 +225,31 @@ class ScopedSetting(Base):
     value: Mapped[Any] = mapped_column(JSONB)
     updated_by: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = _created()
+
+
+class ConversationMemory(Base):
+    """A conversation's running summary and how far into its messages the summary reaches."""
+
+    __tablename__ = "conversation_memory"
+
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversation.id", ondelete="CASCADE"), primary_key=True
+    )
+    summary: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    summarized_upto: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))  # last message id folded in
+    updated_at: Mapped[datetime] = _created()
+
+
+class EntityFact(Base):
+    """A fact about a named person, project or thing, remembered for a conversation or a workspace."""
+
+    __tablename__ = "entity_fact"
+    __table_args__ = (Index(None, "workspace_id", "entity_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"))
+    entity: Mapped[str] = mapped_column(Text)
+    entity_key: Mapped[str] = mapped_column(Text)  # lower-cased, for matching mentions
+    fact: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()

@@ -8,6 +8,7 @@ from storage.repositories.conversations import ConversationRepository
 from storage.repositories.events import EventRepository
 from storage.repositories.identity import Identity, IdentityRepository, Role
 from storage.repositories.jobs import JobRepository, JobRow
+from storage.repositories.memory import FactRow, MemoryRepository, Summary
 from storage.repositories.messages import MessageRepository, MessageRow
 from storage.repositories.scoped import Scope, ScopedSettingRepository
 from storage.repositories.usage import UsageRepository, UsageTotals
@@ -20,15 +21,18 @@ __all__ = [
     "BlobRow",
     "ConversationRepository",
     "EventRepository",
+    "FactRow",
     "Identity",
     "IdentityRepository",
     "JobRepository",
     "JobRow",
+    "MemoryRepository",
     "MessageRepository",
     "MessageRow",
     "Role",
     "Scope",
     "ScopedSettingRepository",
+    "Summary",
     "UsageRepository",
     "UsageTotals",
 ]

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 
 from storage.models import Message
 from storage.repositories.base import Repository
@@ -62,6 +63,50 @@ class MessageRepository(Repository):
         async with self._sessions() as session:
             rows = (await session.execute(stmt)).scalars().all()
         return [_row(m) for m in reversed(rows)]
+
+    async def after(self, conversation_id: int, after_id: int) -> list[MessageRow]:
+        """Every message with an id above `after_id`, oldest first."""
+        stmt = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id, Message.id > after_id)
+            .order_by(Message.id)
+        )
+        async with self._sessions() as session:
+            return [_row(m) for m in (await session.execute(stmt)).scalars().all()]
+
+    async def get(self, message_id: int) -> MessageRow | None:
+        async with self._sessions() as session:
+            found = (await session.execute(select(Message).where(Message.id == message_id))).scalar_one_or_none()
+        return None if found is None else _row(found)
+
+    async def update_meta(self, message_id: int, **values: Any) -> bool:
+        """Merge `values` into the message's meta; False when there is no such message."""
+        stmt = (
+            update(Message)
+            .where(Message.id == message_id)
+            .values(meta=func.coalesce(Message.meta, literal({}, JSONB)).op("||")(literal(values, JSONB)))
+        )
+        async with self._sessions.begin() as session:
+            result = await session.execute(stmt)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def rated(self, rating: int, conversation_ids: list[int] | None = None) -> list[MessageRow]:
+        """Assistant messages whose meta carries this rating, oldest first."""
+        stmt = select(Message).where(Message.role == "assistant", Message.meta["rating"].as_integer() == rating)
+        if conversation_ids is not None:
+            stmt = stmt.where(Message.conversation_id.in_(conversation_ids))
+        async with self._sessions() as session:
+            return [_row(m) for m in (await session.execute(stmt.order_by(Message.id))).scalars().all()]
+
+    async def upto(self, conversation_id: int, last_id: int) -> list[MessageRow]:
+        """The conversation from its start through message `last_id`, oldest first."""
+        stmt = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id, Message.id <= last_id)
+            .order_by(Message.id)
+        )
+        async with self._sessions() as session:
+            return [_row(m) for m in (await session.execute(stmt)).scalars().all()]
 
     async def count(self, conversation_id: int) -> int:
         stmt = select(func.count()).select_from(Message).where(Message.conversation_id == conversation_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import func, insert, select
@@ -85,3 +85,27 @@ class UsageRepository(Repository):
             seconds=float(seconds),
             cost=Decimal(cost),
         )
+
+    async def daily(
+        self, since: datetime, *, workspace_pk: int | None = None, user_pk: int | None = None
+    ) -> list[tuple[date, UsageTotals]]:
+        """Totals per UTC day from `since`, oldest first; days without usage are left out."""
+        day = func.date_trunc("day", func.timezone("UTC", Usage.created_at))
+        stmt = select(
+            day,
+            func.count(),
+            func.coalesce(func.sum(Usage.tokens_in), 0),
+            func.coalesce(func.sum(Usage.tokens_out), 0),
+            func.coalesce(func.sum(Usage.seconds), 0.0),
+            func.coalesce(func.sum(Usage.cost), 0),
+        ).where(Usage.created_at >= since).group_by(day).order_by(day)
+        if workspace_pk is not None:
+            stmt = stmt.where(Usage.workspace_id == workspace_pk)
+        if user_pk is not None:
+            stmt = stmt.where(Usage.user_id == user_pk)
+        async with self._sessions() as session:
+            rows = (await session.execute(stmt)).all()
+        return [
+            (d.date(), UsageTotals(int(c), int(ti), int(to), float(s), Decimal(cost)))
+            for d, c, ti, to, s, cost in rows
+        ]
