@@ -52,6 +52,8 @@ class Responder(Protocol):
 
     async def error(self, text: str) -> None: ...
 
+    async def typing(self) -> None: ...
+
 
 def progress_bar(fraction: float, width: int = 20) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
@@ -121,6 +123,10 @@ class BaseResponder:
 
     async def error(self, text: str) -> None:
         await self._error(text)
+
+    async def typing(self) -> None:
+        """Show that an answer is coming (a platform typing indicator); the web page shows its own."""
+        return None
 
 
 class StreamContext:

@@ -73,6 +73,43 @@ class EngineSettings(Section):
     memory_mb: int = Field(0, ge=0)
 
 
+class Price(Section):
+    """US dollars per million tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+
+
+MemoryStrategy = Literal["buffer_window", "summary", "summary_buffer", "entity"]
+
+
+class ChatSettings(Section):
+    """Defaults for conversations; channels and workspaces override some of them with commands."""
+
+    engine: str = "llm"
+    system_prompt: str = (
+        "You are a helpful assistant in a team chat. Answer concisely and in the language the user writes in."
+    )
+    memory: MemoryStrategy = "summary_buffer"
+    window_turns: int = Field(6, ge=1)  # buffer window and entity memory keep this many recent turns
+    buffer_tokens: int = Field(1200, ge=50)  # summary buffer keeps recent turns under this many tokens
+    entity_scope: Literal["conversation", "workspace"] = "conversation"
+    model: str | None = None  # None: the engine's own default model
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int = Field(512, ge=1)
+    max_input_chars: int = Field(12_000, ge=100)  # longer messages are cut, with a notice
+    cheap_model: str | None = None  # routing: short, simple messages go to this model
+    cheap_max_chars: int = Field(80, ge=1)
+    prices: dict[str, Price] = {}
+    budget_period_days: int = Field(30, ge=1)
+    budget_user_usd: float = Field(0.0, ge=0)  # 0: no budget
+    budget_channel_usd: float = Field(0.0, ge=0)
+    budget_workspace_usd: float = Field(0.0, ge=0)
+    budget_warn_fraction: float = Field(0.8, gt=0, le=1)
+    finetune_engine: str = "finetune"
+    finetune_model: str = "gpt-4o-mini-2024-07-18"
+
+
 class PoolSettings(Section):
     placement: Literal["local"] = "local"
     memory_budget_mb: int = Field(8192, ge=0)
@@ -80,7 +117,15 @@ class PoolSettings(Section):
 
 
 def default_engines() -> dict[str, EngineSettings]:
-    return {"noop": EngineSettings(impl="engines.noop:NoopEngine", max_batch=64, queue_size=4096)}
+    return {
+        "noop": EngineSettings(impl="engines.noop:NoopEngine", max_batch=64, queue_size=4096),
+        # The bundled model in llama.cpp's server; set options.provider = "openai" (with base_url)
+        # or "azure" for a hosted or self-hosted OpenAI-compatible endpoint.
+        "llm": EngineSettings(impl="engines.llm:ChatEngine", device="remote", max_batch=8, queue_size=64,
+                              timeout_s=180, options={"provider": "local"}),
+        "finetune": EngineSettings(impl="engines.finetune:FineTuneEngine", device="remote", queue_size=8,
+                                   timeout_s=120),
+    }
 
 
 class Secrets(BaseModel):
@@ -116,6 +161,7 @@ class Settings(BaseSettings):
     access: AccessSettings = AccessSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     responder: ResponderSettings = ResponderSettings()
+    chat: ChatSettings = ChatSettings()
     pool: PoolSettings = PoolSettings()
     engines: dict[str, EngineSettings] = Field(default_factory=default_engines)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)

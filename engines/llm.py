@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bot.errors import EngineUnavailable, UserFacingError
 from engines.base import EngineRequest
@@ -275,11 +275,11 @@ class ChatEngine:
         if self._tokenize_url is None:
             return None
         try:
-            async with httpx.AsyncClient(timeout=10) as http:
-                resp = await http.post(self._tokenize_url, json={"content": text, "add_special": False})
-                resp.raise_for_status()
-                tokens = resp.json().get("tokens")
-        except (httpx.HTTPError, ValueError) as e:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                async with http.post(self._tokenize_url, json={"content": text, "add_special": False}) as resp:
+                    resp.raise_for_status()
+                    tokens = (await resp.json()).get("tokens")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             log.info("tokenizer endpoint unavailable: %s", type(e).__name__)
             return None
         return [t if isinstance(t, int) else int(t["id"]) for t in tokens or []]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import core
+from handlers import chat, chat_config, core, feedback, memory, usage
 
 
 def build_router() -> Router:
     """The router with every feature registered, in /help order."""
     router = Router()
     core.register(router)
+    chat.register(router)
+    chat_config.register(router)
+    memory.register(router)
+    usage.register(router)
+    feedback.register(router)
     return router

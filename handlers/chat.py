@@ -1,0 +1,150 @@
+"""Chat with memory: every plain message becomes a streamed answer from the chat engine.
+
+One turn: check the budget, store the user's message, build the prompt from the channel's memory
+strategy and controls, stream the answer through the responder's throttled edits, store it with
+feedback buttons, write the usage ledger, then update memory. Turns of one conversation run in
+order; different conversations run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+
+from bot.context import HandlerContext
+from bot.errors import EngineError, UserFacingError
+from bot.events import EventKind, IncomingEvent
+from bot.responder import Button
+from bot.router import Router
+from engines.llm import ChatRequest, ChatResult, TokenizeRequest
+from handlers.chat_config import ChatConfig, resolve
+from handlers.memory import build_messages, load_state, remember
+from handlers.usage import check_budget, record_usage
+
+MAX_BIAS_ENTRIES = 300  # OpenAI's limit for logit_bias
+CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+class ConversationLocks:
+    """One lock per conversation so its turns stay in order; bounded, least recently used dropped."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._locks: OrderedDict[int, asyncio.Lock] = OrderedDict()
+
+    def get(self, conversation_id: int) -> asyncio.Lock:
+        lock = self._locks.pop(conversation_id, None) or asyncio.Lock()
+        self._locks[conversation_id] = lock
+        while len(self._locks) > self.size:
+            oldest, old = next(iter(self._locks.items()))
+            if old.locked():
+                break
+            del self._locks[oldest]
+        return lock
+
+
+def estimate_tokens(text: str) -> int:
+    """A fallback when the provider has no tokenizer: ~4 characters a token, one per CJK character."""
+    cjk = len(CJK.findall(text))
+    return cjk + max(1, (len(text) - cjk) // 4)
+
+
+async def count_tokens(ctx: HandlerContext, text: str) -> int:
+    tokens = await ctx.pool.run(ctx.settings.chat.engine, TokenizeRequest(text))
+    return len(tokens) if tokens is not None else estimate_tokens(text)
+
+
+async def logit_bias(ctx: HandlerContext, words: tuple[str, ...]) -> dict[int, int] | None:
+    """Every token of each banned word (as written, capitalised, after a space) biased to -100."""
+    if not words:
+        return None
+    bias: dict[int, int] = {}
+    for word in words:
+        for variant in dict.fromkeys((word, f" {word}", word.capitalize(), f" {word.capitalize()}")):
+            ids = await ctx.pool.run(ctx.settings.chat.engine, TokenizeRequest(variant))
+            if ids is None:
+                return None
+            for token in ids:
+                if len(bias) < MAX_BIAS_ENTRIES:
+                    bias[int(token)] = -100
+    return bias
+
+
+def route_model(config: ChatConfig, text: str, ctx: HandlerContext) -> str | None:
+    """Short, simple messages go to the cheaper model when one is configured."""
+    chat = ctx.settings.chat
+    simple = len(text) <= chat.cheap_max_chars and "```" not in text and "\n" not in text
+    if chat.cheap_model and simple and config.sources.get("model", "default") == "default":
+        return chat.cheap_model
+    return config.model
+
+
+def feedback_buttons(message_id: int) -> list[Button]:
+    return [Button("👍", "feedback", f"up:{message_id}"), Button("👎", "feedback", f"down:{message_id}")]
+
+
+async def chat_turn(event: IncomingEvent, ctx: HandlerContext, locks: ConversationLocks) -> None:
+    text = event.text.strip()
+    if not text:
+        raise UserFacingError("empty_message")
+    assert ctx.identity is not None
+    chat = ctx.settings.chat
+    notices = []
+    if len(text) > chat.max_input_chars:
+        notices.append(ctx.t("message_truncated", length=len(text), limit=chat.max_input_chars))
+        text = text[: chat.max_input_chars]
+    warning = await check_budget(ctx)
+    config = await resolve(ctx)
+    conversation = await ctx.store.conversations.current(ctx.identity, event.conversation_key)
+    async with locks.get(conversation):
+        # The user's words are kept first, so nothing is lost if the model then fails.
+        user_message = await ctx.store.messages.add(conversation, "user", text, await count_tokens(ctx, text))
+        state = await load_state(ctx, config.memory, conversation, user_message)
+        bias = await logit_bias(ctx, config.ban_words)
+        if config.ban_words and bias is None:
+            notices.append(ctx.t("ban_words_unsupported"))
+        request = ChatRequest(
+            messages=build_messages(config.system, state, text, chat.window_turns),
+            model=route_model(config, text, ctx), temperature=config.temperature, max_tokens=config.max_tokens,
+            seed=config.seed, json_mode=config.json_mode, logit_bias=bias,
+        )
+        for notice in notices:
+            await ctx.responder.send(notice)
+        await ctx.responder.typing()
+        result = await stream_answer(ctx, request, conversation, event.event_id)
+        await record_usage(ctx, result)
+        if warning:
+            await ctx.responder.send(warning)
+        for call in await remember(ctx, config.memory, conversation, text):
+            await record_usage(ctx, call)
+
+
+async def stream_answer(ctx: HandlerContext, request: ChatRequest, conversation: int, event_id: str) -> ChatResult:
+    """Stream the answer into one edited message, store it, and put feedback buttons under it."""
+    result: ChatResult | None = None
+    async with ctx.responder.stream() as writer:
+        async for chunk in ctx.pool.stream(ctx.settings.chat.engine, request, event_id=event_id):
+            if isinstance(chunk, ChatResult):
+                result = chunk
+            else:
+                await writer.write(chunk)
+        if result is None:
+            raise EngineError("the chat engine ended without an answer")
+        if not result.text.strip():
+            await writer.write(ctx.t("empty_answer"))
+        tokens = result.tokens_out or estimate_tokens(result.text)
+        message_id = await ctx.store.messages.add(
+            conversation, "assistant", result.text, tokens, meta={"model": result.model}
+        )
+        await writer.set_buttons(feedback_buttons(message_id))
+    return result
+
+
+def register(router: Router) -> None:
+    locks = ConversationLocks()
+
+    async def on_message(event: IncomingEvent, ctx: HandlerContext) -> None:
+        await chat_turn(event, ctx, locks)
+
+    router.on(EventKind.MESSAGE)(on_message)
