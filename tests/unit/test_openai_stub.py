@@ -12,7 +12,7 @@ import aiohttp
 import openai
 import pytest
 import pytest_asyncio
-from openai import AsyncOpenAI
+from openai import AsyncAzureOpenAI, AsyncOpenAI
 
 from tests.support.openai_stub import OpenAIStub, Reply
 
@@ -169,6 +169,20 @@ async def test_recorded_requests_keep_every_parameter_but_not_the_key(stub: Open
     [recorded] = stub.requests
     assert recorded.method == "POST" and recorded.path == "/v1/chat/completions"
     assert recorded.authorized and "authorization" not in recorded.headers
+
+
+async def test_azure_deployment_route_and_the_key_check(stub: OpenAIStub) -> None:
+    stub.api_key = "right"
+    azure = AsyncAzureOpenAI(azure_endpoint=stub.url, api_key="right", api_version="2024-10-21")
+    async with azure, sdk(stub, max_retries=0) as wrong_key:
+        completion = await azure.chat.completions.create(model="my-deployment", messages=USER)
+        with pytest.raises(openai.AuthenticationError):
+            await wrong_key.chat.completions.create(model="m", messages=USER)
+    assert completion.choices[0].message.content == "echo: what is the weather in Oslo?"
+    first = stub.requests[0]
+    assert first.path == "/openai/deployments/my-deployment/chat/completions"
+    assert first.query == {"api-version": "2024-10-21"}
+    assert first.authorized and "api-key" not in first.headers
 
 
 async def test_models_list_names_requested_models(stub: OpenAIStub) -> None:
