@@ -58,5 +58,5 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "asyncio"):
+    for noisy in ("aiohttp.access", "asyncio", "pgserver", "alembic", "httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -23,8 +23,9 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from bot.app import RunningApp, start
-from bot.settings import Settings, load_settings
+from bot.settings import EngineSettings, Settings, load_settings
 from storage.db import Store
+from tests.support.openai_stub import OpenAIStub
 
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
@@ -103,8 +104,27 @@ async def store(store_settings: Settings) -> AsyncIterator[Store]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def web_app(tmp_path: Path, database_url: str) -> AsyncIterator[RunningApp]:
-    """The real service on a free loopback port, with its own database and the test commands."""
+async def openai_stub() -> AsyncIterator[OpenAIStub]:
+    """A loopback OpenAI-compatible API that records every request (see tests/support/openai_stub.py)."""
+    async with OpenAIStub() as stub:
+        yield stub
+
+
+def stub_engines(stub: OpenAIStub) -> dict[str, EngineSettings]:
+    """The chat and fine-tuning engines pointed at the stand-in."""
+    return {
+        "llm": EngineSettings(impl="engines.llm:ChatEngine", device="remote", max_batch=8, concurrency=4,
+                              options={"provider": "openai", "base_url": f"{stub.url}/v1", "model": "gpt-4o-mini",
+                                       "max_retries": 2, "timeout_s": 10}),
+        "finetune": EngineSettings(impl="engines.finetune:FineTuneEngine", device="remote",
+                                   options={"base_url": f"{stub.url}/v1", "max_retries": 0}),
+    }
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def web_app(tmp_path: Path, database_url: str, openai_stub: OpenAIStub) -> AsyncIterator[RunningApp]:
+    """The real service on a free loopback port, with its own database, the test commands, and the
+    OpenAI stand-in as its language model."""
     from tests.support.commands import TEST_ENGINES, register_test_commands
 
     settings = hermetic_settings(
@@ -113,6 +133,7 @@ async def web_app(tmp_path: Path, database_url: str) -> AsyncIterator[RunningApp
         responder={"stream_interval_s": 0.05, "progress_interval_s": 0.05},
     )
     settings.engines.update(TEST_ENGINES)
+    settings.engines.update(stub_engines(openai_stub))
     running = await start(settings, register=[register_test_commands])
     try:
         yield running

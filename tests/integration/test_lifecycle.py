@@ -67,8 +67,10 @@ def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 async def test_serve_answers_health_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = bot_env(tmp_path, BOT_SERVER__PORT=str(port), BOT_LOG_FORMAT="json", OPENAI_API_KEY="sk-secret-value-1")
+    log_path = tmp_path / "serve.log"
+    log_file = log_path.open("wb")  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once; the test then polls it over HTTP
-        [sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
     )
     try:
         health = None
@@ -82,10 +84,12 @@ async def test_serve_answers_health_and_exits_cleanly_on_sigterm(tmp_path: Path)
                     await asyncio.sleep(0.2)
         assert health is not None and health["database"]["status"] == "up"
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+        log_file.close()
+    out = log_path.read_bytes()
     assert proc.returncode == 0
     lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     assert any("draining" in line["message"] for line in lines)

@@ -86,7 +86,7 @@ class Reply:
 
 @dataclass
 class Recorded:
-    """One request as the stand-in saw it (the Authorization value is never kept)."""
+    """One request as the stand-in saw it (API key header values are never kept)."""
 
     method: str
     path: str

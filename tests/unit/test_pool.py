@@ -16,7 +16,7 @@ import pytest
 
 from bot.errors import EngineBusy, EngineError, EngineUnavailable, JobTimeout, UnknownEngine
 from bot.metrics import Metrics
-from bot.settings import EngineSettings, PoolSettings
+from bot.settings import EngineSettings, PoolSettings, default_engines
 from engines import EnginePool, LocalEnginePool, create_pool
 from tests.support.engines import MODULE, Probe
 
@@ -133,7 +133,8 @@ async def test_cancelling_a_queued_job_frees_its_slot(make_pool: MakePool) -> No
 async def test_unknown_engine_and_the_builtin_noop(make_pool: MakePool) -> None:
     pool: EnginePool = await make_pool({})  # (mypy: the local pool meets the protocol)
     assert await pool.run("noop", {"x": 1}) == {"x": 1}
-    assert set(pool.health()) == {"noop"}
+    assert set(pool.health()) == set(default_engines())  # builtins present, none loaded
+    assert all(not h.loaded for name, h in pool.health().items() if name != "noop")
     with pytest.raises(UnknownEngine):
         pool.submit("nope", 1)
 
