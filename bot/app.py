@@ -35,13 +35,17 @@ class RunningApp:
     web: WebAdapter
     host: str
     port: int
+    stopped: bool = False
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
-        """Stop taking events, let in-flight work finish (up to the timeout), then close."""
+        """Stop taking events, let in-flight work finish (up to the timeout), then close. Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
         services = self.services
         cancelled = await services.tasks.drain(drain_timeout)
         if cancelled:

@@ -92,7 +92,7 @@ class ChatSettings(Section):
     )
     memory: MemoryStrategy = "summary_buffer"
     window_turns: int = Field(6, ge=1)  # buffer window and entity memory keep this many recent turns
-    buffer_tokens: int = Field(1200, ge=50)  # summary buffer keeps recent turns under this many tokens
+    buffer_tokens: int = Field(1200, ge=10)  # summary buffer keeps recent turns under this many tokens
     entity_scope: Literal["conversation", "workspace"] = "conversation"
     model: str | None = None  # None: the engine's own default model
     temperature: float | None = Field(None, ge=0, le=2)
@@ -108,6 +108,7 @@ class ChatSettings(Section):
     budget_warn_fraction: float = Field(0.8, gt=0, le=1)
     finetune_engine: str = "finetune"
     finetune_model: str = "gpt-4o-mini-2024-07-18"
+    finetune_poll_s: float = Field(30.0, gt=0)  # how often /finetune checks the job while it runs
 
 
 class PoolSettings(Section):

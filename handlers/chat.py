@@ -94,10 +94,10 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext, locks: Conversati
     if len(text) > chat.max_input_chars:
         notices.append(ctx.t("message_truncated", length=len(text), limit=chat.max_input_chars))
         text = text[: chat.max_input_chars]
-    warning = await check_budget(ctx)
     config = await resolve(ctx)
     conversation = await ctx.store.conversations.current(ctx.identity, event.conversation_key)
     async with locks.get(conversation):
+        warning = await check_budget(ctx)  # inside the lock: the previous turn's cost is already counted
         # The user's words are kept first, so nothing is lost if the model then fails.
         user_message = await ctx.store.messages.add(conversation, "user", text, await count_tokens(ctx, text))
         state = await load_state(ctx, config.memory, conversation, user_message)

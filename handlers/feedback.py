@@ -14,7 +14,6 @@ from engines.finetune import FineTuneJob, FineTuneStart, FineTuneStatus
 from handlers.chat_config import resolve
 
 FINAL = {"succeeded", "failed", "cancelled"}
-POLL_S = 10.0
 
 
 async def rate(event: IncomingEvent, ctx: HandlerContext) -> None:
@@ -79,8 +78,8 @@ async def finetune_command(event: IncomingEvent, ctx: HandlerContext) -> None:
     ctx.services.tasks.spawn(follow(ctx, job), name=f"finetune:{job.id}")
 
 
-async def follow(ctx: HandlerContext, job: FineTuneJob, poll_s: float | None = None) -> None:
-    interval = POLL_S if poll_s is None else poll_s
+async def follow(ctx: HandlerContext, job: FineTuneJob) -> None:
+    interval = ctx.settings.chat.finetune_poll_s
     steps = {"validating_files": 0.2, "queued": 0.3, "running": 0.6}
     last = job.status
     while job.status not in FINAL and not ctx.services.tasks.closing:

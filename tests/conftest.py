@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,21 +121,38 @@ def stub_engines(stub: OpenAIStub) -> dict[str, EngineSettings]:
     }
 
 
+AppFactory = Callable[..., Awaitable[RunningApp]]
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def web_app(tmp_path: Path, database_url: str, openai_stub: OpenAIStub) -> AsyncIterator[RunningApp]:
-    """The real service on a free loopback port, with its own database, the test commands, and the
-    OpenAI stand-in as its language model."""
+async def app_factory(tmp_path: Path, database_url: str, openai_stub: OpenAIStub) -> AsyncIterator[AppFactory]:
+    """Starts the real service on a free loopback port with this test's database, the test commands,
+    and the OpenAI stand-in as its language model; `await app_factory(chat={...})` overrides settings.
+    Calling it again after stopping the first app is a restart on the same data."""
     from tests.support.commands import TEST_ENGINES, register_test_commands
 
-    settings = hermetic_settings(
-        tmp_path, database_url, server={"port": 0},
-        limits={"max_upload_mb": 1},
-        responder={"stream_interval_s": 0.05, "progress_interval_s": 0.05},
-    )
-    settings.engines.update(TEST_ENGINES)
-    settings.engines.update(stub_engines(openai_stub))
-    running = await start(settings, register=[register_test_commands])
-    try:
-        yield running
-    finally:
-        await running.stop(drain_timeout=5)
+    running: list[RunningApp] = []
+
+    async def make(**overrides: Any) -> RunningApp:
+        values: dict[str, Any] = {
+            "server": {"port": 0},
+            "limits": {"max_upload_mb": 1},
+            "responder": {"stream_interval_s": 0.05, "progress_interval_s": 0.05},
+        }
+        values.update(overrides)
+        settings = hermetic_settings(tmp_path, database_url, **values)
+        settings.engines.update(TEST_ENGINES)
+        settings.engines.update(stub_engines(openai_stub))
+        app = await start(settings, register=[register_test_commands])
+        running.append(app)
+        return app
+
+    yield make
+    for app in running:
+        await app.stop(drain_timeout=5)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def web_app(app_factory: AppFactory) -> RunningApp:
+    """The service with default settings (see `app_factory`)."""
+    return await app_factory()
