@@ -201,6 +201,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "finetune_status": {"en": "Fine-tuning job {job}: {status}.", "zh": "微调任务 {job}：{status}。"},
     "finetune_done": {"en": "Fine-tuning job {job} succeeded: model {model} ({tokens} tokens trained). Use it with /model {model}", "zh": "微调任务 {job} 完成：模型 {model}（训练 {tokens} 个 token）。用 /model {model} 启用。"},
     "finetune_failed": {"en": "Fine-tuning job {job} ended {status}: {error}", "zh": "微调任务 {job} 结束，状态 {status}：{error}"},
+    "tool_unknown": {"en": "There is no tool called {tool}. Available: {tools}.", "zh": "没有名为 {tool} 的工具。可用工具：{tools}。"},
+    "tool_args_missing": {"en": "{tool} needs: {missing}.", "zh": "{tool} 缺少参数：{missing}。"},
+    "tool_args_unknown": {"en": "{tool} has no argument {argument}.", "zh": "{tool} 没有参数 {argument}。"},
+    "tool_args_type": {"en": "{tool}: {argument} must be {expected}.", "zh": "{tool}：{argument} 应为 {expected}。"},
     # files
     "file_too_large": {
         "en": "{name} is larger than the {limit_mb} MB limit.",
