@@ -21,6 +21,9 @@ async def rate(event: IncomingEvent, ctx: HandlerContext) -> None:
     if direction not in ("up", "down") or not raw_id.isdigit():
         raise UserFacingError("unknown_action")
     rating = 1 if direction == "up" else -1
+    # Only answers in the clicker's own workspace can be rated (a button value can be forged).
+    if ctx.identity is None or await ctx.store.messages.workspace_of(int(raw_id)) != ctx.identity.workspace_pk:
+        raise UserFacingError("unknown_action")
     rater = f"{event.platform}:{event.user_id}"
     if not await ctx.store.messages.update_meta(int(raw_id), rating=rating, rated_by=rater):
         raise UserFacingError("unknown_action")

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
-from storage.models import Message
+from storage.models import Conversation, Message
 from storage.repositories.base import Repository
 
 
@@ -73,6 +73,16 @@ class MessageRepository(Repository):
         )
         async with self._sessions() as session:
             return [_row(m) for m in (await session.execute(stmt)).scalars().all()]
+
+    async def workspace_of(self, message_id: int) -> int | None:
+        """The workspace whose conversation holds the message (None when there is no such message)."""
+        stmt = (
+            select(Conversation.workspace_id)
+            .join(Message, Message.conversation_id == Conversation.id)
+            .where(Message.id == message_id)
+        )
+        async with self._sessions() as session:
+            return (await session.execute(stmt)).scalar_one_or_none()
 
     async def get(self, message_id: int) -> MessageRow | None:
         async with self._sessions() as session:

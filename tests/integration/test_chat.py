@@ -303,3 +303,15 @@ async def test_finetune_is_for_admins(app_factory: AppFactory) -> None:
     async with Visitor(app.url) as v:
         mid = await v.send("/finetune start")
         assert "don't have access" in (await v.reply(mid, kind="error"))["text"]
+
+
+async def test_forged_feedback_for_another_workspace_is_refused(app_factory: AppFactory) -> None:
+    app = await app_factory(rate_limit=FAST)
+    store = app.services.store
+    other = await store.identity.ensure("slack", "T-other", "C1", "U1")
+    conversation = await store.conversations.current(other, "C1:U1")
+    foreign = await store.messages.add(conversation, "assistant", "not yours")
+    async with Visitor(app.url) as v:
+        mid = await v.click("feedback", f"up:{foreign}")
+        assert "no longer works" in (await v.reply(mid, kind="error"))["text"]
+    assert (await store.messages.get(foreign)).meta is None  # type: ignore[union-attr]
