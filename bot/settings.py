@@ -93,6 +93,7 @@ class ChatSettings(Section):
     memory: MemoryStrategy = "summary_buffer"
     window_turns: int = Field(6, ge=1)  # buffer window and entity memory keep this many recent turns
     buffer_tokens: int = Field(1200, ge=10)  # summary buffer keeps recent turns under this many tokens
+    summary_tokens: int = Field(400, ge=20)  # a longer summary is condensed by the model
     entity_scope: Literal["conversation", "workspace"] = "conversation"
     model: str | None = None  # None: the engine's own default model
     temperature: float | None = Field(None, ge=0, le=2)

@@ -152,7 +152,7 @@ class ChatEngine:
         from openai import AsyncAzureOpenAI, AsyncOpenAI
 
         if self.provider == "local":
-            from engines.llama_local import LlamaServer, bundled_model_path
+            from engines.llama_local import OPENAI_CLIENT_HEADERS, LlamaServer, bundled_model_path
 
             path = Path(self.model_path) if self.model_path else bundled_model_path(self.cache_dir)
             extra = {"n_gpu_layers": self.gpu_layers} if self.gpu_layers else None
@@ -160,8 +160,9 @@ class ChatEngine:
                                        parallel=self.parallel, extra=extra)
             base_url = self._server.start()
             self._tokenize_url = f"{self._server.url}/tokenize"
+            # llama.cpp closes each connection after a stream: never reuse one.
             self._client = AsyncOpenAI(base_url=base_url, api_key="local", timeout=self.timeout_s,
-                                       max_retries=self.max_retries)
+                                       max_retries=max(1, self.max_retries), default_headers=OPENAI_CLIENT_HEADERS)
             return
         key = os.environ.get(self.api_key_env)
         if not key and self.base_url is None:

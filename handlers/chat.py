@@ -9,7 +9,6 @@ order; different conversations run at once.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import OrderedDict
 
 from bot.context import HandlerContext
@@ -18,12 +17,12 @@ from bot.events import EventKind, IncomingEvent
 from bot.responder import Button
 from bot.router import Router
 from engines.llm import ChatRequest, ChatResult, TokenizeRequest
+from engines.tokens import estimate_tokens
 from handlers.chat_config import ChatConfig, resolve
 from handlers.memory import build_messages, load_state, remember
 from handlers.usage import check_budget, record_usage
 
 MAX_BIAS_ENTRIES = 300  # OpenAI's limit for logit_bias
-CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 class ConversationLocks:
@@ -42,12 +41,6 @@ class ConversationLocks:
                 break
             del self._locks[oldest]
         return lock
-
-
-def estimate_tokens(text: str) -> int:
-    """A fallback when the provider has no tokenizer: ~4 characters a token, one per CJK character."""
-    cjk = len(CJK.findall(text))
-    return cjk + max(1, (len(text) - cjk) // 4)
 
 
 async def count_tokens(ctx: HandlerContext, text: str) -> int:

@@ -17,6 +17,7 @@ from bot.context import HandlerContext
 from bot.events import IncomingEvent
 from bot.router import Option, OptionType, Router
 from engines.llm import ChatRequest, ChatResult
+from engines.tokens import estimate_tokens
 from handlers.chat_config import MEMORY_STRATEGIES, resolve, set_channel
 from storage.repositories.memory import FactRow, Summary
 from storage.repositories.messages import MessageRow
@@ -24,8 +25,11 @@ from storage.repositories.messages import MessageRow
 log = logging.getLogger(__name__)
 
 SUMMARY_PROMPT = (
-    "Progressively summarize the conversation, adding onto the previous summary and returning a new summary. "
-    "Keep names, numbers, decisions and facts about the people. Write at most 120 words."
+    "Summarize these chat lines in one or two short sentences, in the third person. "
+    "Keep every name, team, number and decision."
+)
+CONDENSE_PROMPT = (
+    "Shorten this summary of a conversation to at most 120 words. Keep every name, team, number and decision."
 )
 ENTITY_PROMPT = (
     "Extract facts about named people, projects, teams and things from the user's message. "
@@ -110,13 +114,23 @@ def _lines(rows: list[MessageRow]) -> str:
     return "\n".join(f"{'User' if m.role == 'user' else 'Assistant'}: {m.content}" for m in rows)
 
 
-async def summarize(ctx: HandlerContext, previous: str, rows: list[MessageRow]) -> tuple[str, ChatResult]:
-    result = await _complete(ctx, [
-        {"role": "system", "content": SUMMARY_PROMPT},
-        {"role": "user", "content": f"Current summary:\n{previous or '(none)'}\n\nNew lines:\n{_lines(rows)}"
-                                    "\n\nNew summary:"},
-    ])
-    return result.text.strip(), result
+async def summarize(ctx: HandlerContext, previous: str, rows: list[MessageRow]) -> tuple[str, list[ChatResult]]:
+    """The summary with `rows` folded in.
+
+    New lines become a short note appended to the summary, and the whole is condensed only when it
+    grows past `summary_tokens`: small local models keep facts far better this way than when asked
+    to rewrite the whole summary every turn.
+    """
+    note = await _complete(ctx, [{"role": "system", "content": SUMMARY_PROMPT},
+                                 {"role": "user", "content": _lines(rows)}])
+    calls = [note]
+    combined = f"{previous}\n{note.text.strip()}".strip()
+    if estimate_tokens(combined) > ctx.settings.chat.summary_tokens:
+        condensed = await _complete(ctx, [{"role": "system", "content": CONDENSE_PROMPT},
+                                          {"role": "user", "content": combined}])
+        calls.append(condensed)
+        combined = condensed.text.strip() or combined
+    return combined, calls
 
 
 def parse_facts(text: str) -> list[tuple[str, str]]:
@@ -146,8 +160,8 @@ async def remember(ctx: HandlerContext, strategy: str, conversation_id: int, use
         summary = await ctx.store.memory.summary(conversation_id)
         new_rows = await ctx.store.messages.after(conversation_id, summary.upto)
         if new_rows:
-            text, result = await summarize(ctx, summary.text, new_rows)
-            calls.append(result)
+            text, made = await summarize(ctx, summary.text, new_rows)
+            calls += made
             await ctx.store.memory.set_summary(conversation_id, text, new_rows[-1].id)
     elif strategy == "summary_buffer":
         summary = await ctx.store.memory.summary(conversation_id)
@@ -162,8 +176,8 @@ async def remember(ctx: HandlerContext, strategy: str, conversation_id: int, use
             overflow += buffer[:take]
             buffer = buffer[take:]
         if overflow:
-            text, result = await summarize(ctx, summary.text, overflow)
-            calls.append(result)
+            text, made = await summarize(ctx, summary.text, overflow)
+            calls += made
             await ctx.store.memory.set_summary(conversation_id, text, overflow[-1].id)
     elif strategy == "entity" and ctx.identity is not None:
         result = await _complete(ctx, [{"role": "system", "content": ENTITY_PROMPT},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engines.llm import ToolCall, tool_calls_from_text
-from handlers.chat import estimate_tokens
+from engines.tokens import estimate_tokens
 from handlers.memory import MemoryState, build_messages, parse_facts, window
 from storage.repositories.memory import FactRow, Summary
 from storage.repositories.messages import MessageRow
