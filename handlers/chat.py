@@ -105,19 +105,21 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext, locks: Conversati
         for notice in notices:
             await ctx.responder.send(notice)
         await ctx.responder.typing()
-        result = await stream_answer(ctx, request, conversation, event.event_id)
-        await record_usage(ctx, result)
+        result = await stream_answer(ctx, config.engine, request, conversation, event.event_id)
+        await record_usage(ctx, result, engine=config.engine)
         if warning:
             await ctx.responder.send(warning)
         for call in await remember(ctx, config.memory, conversation, text):
             await record_usage(ctx, call)
 
 
-async def stream_answer(ctx: HandlerContext, request: ChatRequest, conversation: int, event_id: str) -> ChatResult:
+async def stream_answer(
+    ctx: HandlerContext, engine: str, request: ChatRequest, conversation: int, event_id: str
+) -> ChatResult:
     """Stream the answer into one edited message, store it, and put feedback buttons under it."""
     result: ChatResult | None = None
     async with ctx.responder.stream() as writer:
-        async for chunk in ctx.pool.stream(ctx.settings.chat.engine, request, event_id=event_id):
+        async for chunk in ctx.pool.stream(engine, request, event_id=event_id):
             if isinstance(chunk, ChatResult):
                 result = chunk
             else:

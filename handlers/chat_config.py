@@ -14,9 +14,10 @@ from bot.errors import UserFacingError
 from bot.events import IncomingEvent
 from bot.router import Option, OptionType, Router
 from bot.settings import ChatSettings
+from storage.repositories.scoped import Scope
 
 MEMORY_STRATEGIES = ("buffer_window", "summary", "summary_buffer", "entity")
-OVERRIDABLE = ("persona", "model", "temperature", "max_tokens", "json_mode", "seed", "ban_words", "memory")
+OVERRIDABLE = ("persona", "engine", "model", "temperature", "max_tokens", "json_mode", "seed", "ban_words", "memory")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ChatConfig:
 
     system_prompt: str
     memory: str
+    engine: str
     model: str | None
     temperature: float | None
     max_tokens: int
@@ -40,7 +42,7 @@ class ChatConfig:
 
 
 def defaults(chat: ChatSettings) -> ChatConfig:
-    return ChatConfig(system_prompt=chat.system_prompt, memory=chat.memory, model=chat.model,
+    return ChatConfig(system_prompt=chat.system_prompt, memory=chat.memory, engine=chat.engine, model=chat.model,
                       temperature=chat.temperature, max_tokens=chat.max_tokens)
 
 
@@ -50,8 +52,10 @@ async def resolve(ctx: HandlerContext) -> ChatConfig:
     if ctx.identity is None:
         return config
     sources = {key: "default" for key in OVERRIDABLE}
-    for scope, scope_id in (("workspace", ctx.identity.workspace_pk), ("channel", ctx.identity.channel_pk)):
-        stored = await ctx.store.scoped.get(scope, scope_id)  # type: ignore[arg-type]
+    scopes: tuple[tuple[Scope, int], ...] = (("workspace", ctx.identity.workspace_pk),
+                                              ("channel", ctx.identity.channel_pk))
+    for scope, scope_id in scopes:
+        stored = await ctx.store.scoped.get(scope, scope_id)
         values = {k: v for k, v in stored.items() if k in OVERRIDABLE}
         if "ban_words" in values:
             values["ban_words"] = tuple(values["ban_words"])
@@ -61,14 +65,20 @@ async def resolve(ctx: HandlerContext) -> ChatConfig:
 
 
 async def set_channel(ctx: HandlerContext, event: IncomingEvent, key: str, value: Any) -> None:
-    """Store (or with None, clear) a channel override and audit it."""
+    """Store (or with None, clear) an override for this channel, or with the `workspace` option
+    (admins only) for the whole workspace, and audit it."""
     assert ctx.identity is not None
     actor = f"{event.platform}:{event.user_id}"
+    workspace = bool(ctx.state.get("args", {}).get("workspace"))
+    if workspace and ctx.identity.role != "admin":
+        raise UserFacingError("forbidden", command=f"{ctx.command.name if ctx.command else ''} workspace:yes")
+    scope: Scope = "workspace" if workspace else "channel"
+    scope_id = ctx.identity.workspace_pk if workspace else ctx.identity.channel_pk
     if value is None:
-        await ctx.store.scoped.delete("channel", ctx.identity.channel_pk, key)
+        await ctx.store.scoped.delete(scope, scope_id, key)
     else:
-        await ctx.store.scoped.set("channel", ctx.identity.channel_pk, key, value, actor)
-    await ctx.store.audit.log(actor, f"chat.{key}", {"channel": event.channel_id, "value": value},
+        await ctx.store.scoped.set(scope, scope_id, key, value, actor)
+    await ctx.store.audit.log(actor, f"chat.{key}", {"scope": scope, "channel": event.channel_id, "value": value},
                               workspace_pk=ctx.identity.workspace_pk)
 
 
@@ -88,15 +98,18 @@ async def persona(event: IncomingEvent, ctx: HandlerContext) -> None:
 
 async def model(event: IncomingEvent, ctx: HandlerContext) -> None:
     args = ctx.state["args"]
-    changes = {k: args[k] for k in ("name", "temperature", "max_tokens", "json", "seed") if k in args}
-    for option, key in (("name", "model"), ("temperature", "temperature"), ("max_tokens", "max_tokens"),
-                        ("json", "json_mode"), ("seed", "seed")):
+    changes = {k: args[k] for k in ("name", "engine", "temperature", "max_tokens", "json", "seed") if k in args}
+    if "engine" in changes and changes["engine"] not in ("default", "clear") \
+            and changes["engine"] not in ctx.pool.health():
+        raise UserFacingError("unknown_engine", engine=changes["engine"], engines=", ".join(sorted(ctx.pool.health())))
+    for option, key in (("name", "model"), ("engine", "engine"), ("temperature", "temperature"),
+                        ("max_tokens", "max_tokens"), ("json", "json_mode"), ("seed", "seed")):
         if option in changes:
             value = changes[option]
             await set_channel(ctx, event, key, None if value in ("default", "clear") else value)
     config = await resolve(ctx)
     await ctx.responder.send(ctx.t(
-        "model_show", model=config.model or ctx.t("engine_default"),
+        "model_show", engine=config.engine, model=config.model or ctx.t("engine_default"),
         temperature=config.temperature if config.temperature is not None else ctx.t("engine_default"),
         max_tokens=config.max_tokens, json=ctx.t("yes" if config.json_mode else "no"),
         seed=config.seed if config.seed is not None else "-",
@@ -120,19 +133,24 @@ async def ban_words(event: IncomingEvent, ctx: HandlerContext) -> None:
     await ctx.responder.send(ctx.t("ban_words_set", words=", ".join(words)))
 
 
+WORKSPACE = Option("workspace", OptionType.BOOLEAN, "opt_workspace_scope")
+
+
 def register(router: Router) -> None:
-    router.command("persona", "cmd_persona", options=[Option("text", OptionType.TEXT, "opt_persona_text")],
+    router.command("persona", "cmd_persona", options=[Option("text", OptionType.TEXT, "opt_persona_text"), WORKSPACE],
                    examples=("/persona You are a terse senior engineer.", "/persona clear"))(persona)
     router.command(
         "model", "cmd_model",
         options=[
             Option("name", OptionType.TEXT, "opt_model_name"),
+            Option("engine", OptionType.TEXT, "opt_engine"),
             Option("temperature", OptionType.NUMBER, "opt_temperature", min_value=0, max_value=2),
             Option("max_tokens", OptionType.INTEGER, "opt_max_tokens", min_value=1, max_value=32768),
             Option("json", OptionType.BOOLEAN, "opt_json"),
             Option("seed", OptionType.INTEGER, "opt_seed"),
+            WORKSPACE,
         ],
         examples=("/model", "/model temperature:0.2 seed:7"),
     )(model)
-    router.command("ban-words", "cmd_ban_words", options=[Option("words", OptionType.TEXT, "opt_ban_words")],
+    router.command("ban-words", "cmd_ban_words", options=[Option("words", OptionType.TEXT, "opt_ban_words"), WORKSPACE],
                    examples=("/ban-words lunch, coffee", "/ban-words clear"))(ban_words)

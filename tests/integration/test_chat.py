@@ -327,3 +327,21 @@ async def test_forged_feedback_for_another_workspace_is_refused(app_factory: App
         mid = await v.click("feedback", f"up:{foreign}")
         assert "no longer works" in (await v.reply(mid, kind="error"))["text"]
     assert (await store.messages.get(foreign)).meta is None  # type: ignore[union-attr]
+
+
+async def test_workspace_defaults_need_an_admin_and_engines_switch_per_channel(
+    app_factory: AppFactory, openai_stub: OpenAIStub
+) -> None:
+    app = await app_factory(rate_limit=FAST, access={"admins": ["web:boss"]})
+    async with Visitor(app.url, visitor="worker") as v:
+        mid = await v.send("/persona Be brief. workspace:yes")
+        assert "don't have access" in (await v.reply(mid, kind="error"))["text"]
+        mid = await v.send("/model engine:nonexistent")
+        assert "no engine nonexistent" in (await v.reply(mid, kind="error"))["text"]
+    async with Visitor(app.url, visitor="boss") as v:
+        mid = await v.send("/persona You speak like a butler. workspace:yes")
+        await v.reply(mid, contains="butler")
+    async with Visitor(app.url, visitor="worker") as v:  # another channel of the same workspace
+        await v.send("good evening")
+        await v.wait_for(lambda f: "echo: good evening" in f.get("text", ""))
+    assert main_requests(openai_stub)[-1]["messages"][0]["content"] == "You speak like a butler."
