@@ -120,17 +120,20 @@ async def test_entity_memory_recalls_facts_and_survives_restart(
     async with Visitor(app.url, visitor=visitor) as v:
         mid = await v.send("/memory entity")
         await v.reply(mid, contains="now uses")
-        await converse(v, ["Lin is my name and I work on payments", "tell me about owls"])
+        await converse(v, ["Lin is my name and I work on payments", *[f"tell me about {t}" for t in TOPICS[:11]]])
         mid = await v.send("/memory facts")
         listing = await v.reply(mid, contains="Lin")
         assert "payments team" in listing["text"]
     await app.stop()
 
-    app = await app_factory(rate_limit=FAST)  # a restart on the same database
+    app = await app_factory(rate_limit=FAST, chat={"window_turns": 2})  # a restart on the same database
     async with Visitor(app.url, visitor=visitor) as v:
         await converse(v, ["what does Lin work on?"])
         last = contents(main_requests(openai_stub)[-1])
-        assert "What you know about things mentioned:\n- Lin: works on the payments team" in last
+        assert last[1:] == ["What you know about things mentioned:\n- Lin: works on the payments team",
+                            "tell me about origami", "answer about tell me about origami",
+                            "tell me about trains", "answer about tell me about trains",
+                            "what does Lin work on?"]
         mid = await v.send("/forget Lin")
         await v.reply(mid, contains="Forgot 1")
         mid = await v.send("/memory facts")
