@@ -42,28 +42,26 @@ def register_noop(router: Router) -> None:
         await ctx.responder.send("ok")
 
 
+async def round_trip(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Send one `/noop` and wait for its "ok"."""
+    await ws.send_json({"type": "message", "id": uuid.uuid4().hex, "text": "/noop x"})
+    while True:
+        frame = await ws.receive_json()
+        if frame.get("type") == "error":
+            raise RuntimeError(frame["text"])
+        if frame.get("text") == "ok":
+            return
+
+
 async def client(url: str, messages: int, latencies: list[float], hello: bool) -> None:
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         if hello:
             await ws.send_json({"type": "hello", "visitor": uuid.uuid4().hex, "locale": "en"})
             await ws.receive_json()  # welcome
-            # first contact greets; prime it so timing measures steady state
-            await ws.send_json({"type": "message", "id": uuid.uuid4().hex, "text": "/noop x"})
-            while True:
-                frame = await ws.receive_json()
-                if frame.get("type") == "error":
-                    raise RuntimeError(frame["text"])
-                if frame.get("text") == "ok":
-                    break
+            await round_trip(ws)  # first contact greets: prime it so timing measures steady state
         for _ in range(messages):
             sent = time.perf_counter()
-            await ws.send_json({"type": "message", "id": uuid.uuid4().hex, "text": "/noop x"})
-            while True:
-                frame = await ws.receive_json()
-                if frame.get("type") == "error":
-                    raise RuntimeError(frame["text"])
-                if frame.get("text") == "ok":
-                    break
+            await round_trip(ws)
             latencies.append(time.perf_counter() - sent)
 
 
