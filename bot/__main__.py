@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="start the server (default)")
     sub.add_parser("migrate", help="create or upgrade the database schema and exit")
     sub.add_parser("doctor", help="check the configuration and say how to fix what is missing")
+    manifest_cmd = sub.add_parser("slack-manifest", help="print the Slack app manifest (JSON) for this configuration")
+    manifest_cmd.add_argument("--http", action="store_true", help="HTTP mode (request URLs) instead of Socket Mode")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -23,6 +25,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     command = args.command or "serve"
+    if command == "slack-manifest":
+        import json
+
+        from bot.adapters.slack_manifest import manifest
+        from handlers import build_router
+
+        print(json.dumps(manifest(build_router(), settings, socket_mode=not args.http), indent=2))
+        return 0
     from bot.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format,

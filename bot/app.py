@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -33,6 +34,7 @@ class RunningApp:
     services: Services
     runner: web.AppRunner
     web: WebAdapter
+    platforms: list[Any]
     host: str
     port: int
     stopped: bool = False
@@ -50,6 +52,8 @@ class RunningApp:
         cancelled = await services.tasks.drain(drain_timeout)
         if cancelled:
             log.warning("shutdown cancelled %d unfinished tasks", cancelled)
+        for platform in self.platforms:
+            await platform.close()
         await services.pool.close(drain_timeout)
         await self.web.close()
         await self.runner.cleanup()
@@ -78,6 +82,9 @@ async def start(settings: Settings, register: Sequence[Callable[[Router], None]]
     web_adapter = WebAdapter(services, dispatcher.handle, tasks)
     web_adapter.routes(app)
     OpsRoutes(services).routes(app)
+    platforms = platform_adapters(services, dispatcher.handle, tasks)
+    for platform in platforms:
+        platform.routes(app)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
@@ -86,7 +93,26 @@ async def start(settings: Settings, register: Sequence[Callable[[Router], None]]
     sockets = getattr(server, "sockets", None) or []
     port = int(sockets[0].getsockname()[1]) if sockets else settings.server.port
     log.info("serving the web chat on http://%s:%s", settings.server.host, port)
-    return RunningApp(services=services, runner=runner, web=web_adapter, host=settings.server.host, port=port)
+    running = RunningApp(services=services, runner=runner, web=web_adapter, platforms=platforms,
+                         host=settings.server.host, port=port)
+    try:
+        for platform in platforms:
+            await platform.start()
+    except BaseException:
+        await running.stop(drain_timeout=1)
+        raise
+    return running
+
+
+def platform_adapters(services: Services, dispatch: Any, tasks: TaskTracker) -> list[Any]:
+    """The chat platforms whose credentials are configured (imported only then)."""
+    settings = services.settings
+    adapters: list[Any] = []
+    if settings.slack.enabled and settings.secrets.slack_bot_token is not None:
+        from bot.adapters.slack import SlackAdapter
+
+        adapters.append(SlackAdapter(services, dispatch, tasks))
+    return adapters
 
 
 async def serve(settings: Settings) -> None:

@@ -112,6 +112,23 @@ class ChatSettings(Section):
     finetune_poll_s: float = Field(30.0, gt=0)  # how often /finetune checks the job while it runs
 
 
+class SlackSettings(Section):
+    """Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on this server."""
+
+    enabled: bool = True  # starts when SLACK_BOT_TOKEN (or OAuth client settings) are present
+    api_url: str | None = None  # Web API base, default https://slack.com/api/ (tests point it at a stand-in)
+    events_path: str = "/slack/events"  # HTTP mode: events, slash commands and interactivity
+    app_name: str = "Team Bot"
+    min_post_interval_s: float = Field(1.0, ge=0)  # pacing of new messages per channel
+    retry_max: int = Field(3, ge=0)  # 429s are retried after Retry-After this many times
+    file_hosts: list[str] = ["files.slack.com"]  # the bot token is only ever sent to these hosts
+    client_id: str | None = None  # OAuth install flow (many workspaces); SLACK_CLIENT_SECRET in the env
+    scopes: list[str] = [
+        "app_mentions:read", "channels:history", "chat:write", "commands", "files:read", "files:write",
+        "groups:history", "im:history", "im:read", "im:write", "mpim:history", "users:read",
+    ]
+
+
 class PoolSettings(Section):
     placement: Literal["local"] = "local"
     memory_budget_mb: int = Field(8192, ge=0)
@@ -138,6 +155,7 @@ class Secrets(BaseModel):
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    slack_client_secret: SecretStr | None = None
     discord_bot_token: SecretStr | None = None
     azure_speech_key: SecretStr | None = None
     did_api_key: SecretStr | None = None
@@ -164,6 +182,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = RateLimitSettings()
     responder: ResponderSettings = ResponderSettings()
     chat: ChatSettings = ChatSettings()
+    slack: SlackSettings = SlackSettings()
     pool: PoolSettings = PoolSettings()
     engines: dict[str, EngineSettings] = Field(default_factory=default_engines)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)

@@ -6,7 +6,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Conversation
+from storage.models import Channel, Conversation, Workspace
 from storage.repositories.base import Repository
 from storage.repositories.identity import Identity
 
@@ -18,6 +18,19 @@ class ConversationRepository(Repository):
         """The active conversation's id, created if there is none."""
         async with self._sessions.begin() as session:
             return await _current(session, identity, key)
+
+    async def exists(self, platform: str, workspace_ext: str, channel_ext: str, key: str) -> bool:
+        """Whether a conversation with this thread key exists (any state) in that channel."""
+        stmt = (
+            select(Conversation.id)
+            .join(Channel, Channel.id == Conversation.channel_id)
+            .join(Workspace, Workspace.id == Channel.workspace_id)
+            .where(Workspace.platform == platform, Workspace.external_id == workspace_ext,
+                   Channel.external_id == channel_ext, Conversation.key == key)
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            return (await session.execute(stmt)).first() is not None
 
     async def reset(self, identity: Identity, key: str) -> int:
         """Close the active conversation (if any) and start a new one; returns the new id."""
