@@ -7,6 +7,7 @@ hand both to the dispatcher in a tracked task.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -145,7 +146,7 @@ class SlackAdapter:
         parsed = split_command(text)
         common = dict(platform="slack", event_id=body.get("event_id") or f"{event['channel']}:{event.get('ts')}",
                       workspace_id=team, channel_id=event["channel"], user_id=event["user"], thread_id=thread,
-                      is_dm=is_dm, locale=await self._locale(event["user"]), attachments=attachments, raw=body)
+                      is_dm=is_dm, attachments=attachments, raw=body)
         if parsed:
             incoming = IncomingEvent(kind=EventKind.COMMAND, command=parsed[0], text=parsed[1], **common)
         else:
@@ -159,8 +160,7 @@ class SlackAdapter:
             workspace_id=body.get("team_id", ""), channel_id=body.get("channel_id", ""),
             user_id=body.get("user_id", ""), user_name=body.get("user_name"),
             command=body.get("command", "/").lstrip("/"), text=body.get("text", ""),
-            is_dm=str(body.get("channel_id", "")).startswith("D"), locale=await self._locale(body.get("user_id", "")),
-            raw=body,
+            is_dm=str(body.get("channel_id", "")).startswith("D"), raw=body,
         )
         self._spawn(incoming, ephemeral=True)
 
@@ -176,17 +176,23 @@ class SlackAdapter:
             workspace_id=(body.get("team") or {}).get("id", ""), channel_id=channel, user_id=user,
             thread_id=message.get("thread_ts") or message.get("ts"), is_dm=channel.startswith("D"),
             action_id=str(action.get("action_id", "")).rsplit(":", 1)[0], action_value=action.get("value", ""),
-            locale=await self._locale(user), raw=body,
+            raw=body,
         )
         self._spawn(incoming, ephemeral=True)
 
     def _spawn(self, incoming: IncomingEvent, *, ephemeral: bool) -> None:
+        """Hand the event over and return at once, so Bolt acknowledges well inside 3 seconds."""
         settings = self.services.settings.responder
         responder = SlackResponder(self.client, incoming.channel_id, incoming.thread_id, incoming.user_id,
                                    pacer=self.pacer, ephemeral_errors=ephemeral,
                                    stream_interval_s=settings.stream_interval_s,
                                    progress_interval_s=settings.progress_interval_s)
-        self.tasks.spawn(self.dispatch(incoming, responder), name=f"slack:{incoming.event_id}")
+
+        async def work() -> None:
+            localized = dataclasses.replace(incoming, locale=await self._locale(incoming.user_id))
+            await self.dispatch(localized, responder)
+
+        self.tasks.spawn(work(), name=f"slack:{incoming.event_id}")
 
     # -- helpers ------------------------------------------------------------------------------
     async def _locale(self, user: str) -> str | None:
