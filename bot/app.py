@@ -108,7 +108,8 @@ def platform_adapters(services: Services, dispatch: Any, tasks: TaskTracker) -> 
     """The chat platforms whose credentials are configured (imported only then)."""
     settings = services.settings
     adapters: list[Any] = []
-    if settings.slack.enabled and settings.secrets.slack_bot_token is not None:
+    slack_oauth = settings.slack.client_id is not None and settings.secrets.slack_client_secret is not None
+    if settings.slack.enabled and (settings.secrets.slack_bot_token is not None or slack_oauth):
         from bot.adapters.slack import SlackAdapter
 
         adapters.append(SlackAdapter(services, dispatch, tasks))

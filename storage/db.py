@@ -28,6 +28,7 @@ from storage.repositories import (
     ConversationRepository,
     EventRepository,
     IdentityRepository,
+    InstallationRepository,
     JobRepository,
     MemoryRepository,
     MessageRepository,
@@ -108,6 +109,7 @@ class Store:
         self.audit = AuditRepository(self.sessions)
         self.scoped = ScopedSettingRepository(self.sessions)
         self.memory = MemoryRepository(self.sessions)
+        self.installations = InstallationRepository(self.sessions)
 
     @property
     def embedded(self) -> bool:

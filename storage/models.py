@@ -253,3 +253,27 @@ class EntityFact(Base):
     entity_key: Mapped[str] = mapped_column(Text)  # lower-cased, for matching mentions
     fact: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
+
+
+class Installation(Base):
+    """A platform app installed in a workspace (Slack's OAuth flow). `sealed` is encrypted by the
+    adapter: tokens never reach the database in clear text."""
+
+    __tablename__ = "installation"
+    __table_args__ = (UniqueConstraint("platform", "enterprise_id", "team_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(Text)
+    enterprise_id: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    team_id: Mapped[str] = mapped_column(Text)
+    sealed: Mapped[str] = mapped_column(Text)
+    installed_at: Mapped[datetime] = _created()
+
+
+class OAuthState(Base):
+    """One-time `state` values of OAuth install flows in progress."""
+
+    __tablename__ = "oauth_state"
+
+    state: Mapped[str] = mapped_column(Text, primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -50,14 +50,15 @@ class SlackAdapter:
     def __init__(self, services: Services, dispatch: Dispatch, tasks: TaskTracker) -> None:
         settings = services.settings
         secrets = settings.secrets
-        if secrets.slack_bot_token is None:
-            raise ValueError("SLACK_BOT_TOKEN is not set")
         self.services = services
         self.dispatch = dispatch
         self.tasks = tasks
         self.settings = settings.slack
-        self.token = secrets.slack_bot_token.get_secret_value()
+        self.token = secrets.slack_bot_token.get_secret_value() if secrets.slack_bot_token else None
         self.app_token = secrets.slack_app_token.get_secret_value() if secrets.slack_app_token else None
+        self.oauth = self.settings.client_id is not None and secrets.slack_client_secret is not None
+        if self.token is None and not self.oauth:
+            raise ValueError("set SLACK_BOT_TOKEN, or [slack] client_id and SLACK_CLIENT_SECRET for OAuth installs")
         retries: list[AsyncRetryHandler] = [
             AsyncRateLimitErrorRetryHandler(max_retry_count=self.settings.retry_max),
             AsyncServerErrorRetryHandler(max_retry_count=2),
@@ -68,7 +69,8 @@ class SlackAdapter:
         signing = secrets.slack_signing_secret.get_secret_value() if secrets.slack_signing_secret else None
         if self.app_token is None and signing is None:
             raise ValueError("HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)")
-        self.app = AsyncApp(client=self.client, signing_secret=signing or "socket-mode",
+        oauth_flow = self._oauth_flow(services) if self.oauth and self.app_token is None else None
+        self.app = AsyncApp(client=self.client, signing_secret=signing or "socket-mode", oauth_flow=oauth_flow,
                             request_verification_enabled=self.app_token is None,
                             raise_error_for_unhandled_request=False)
         self.pacer = ChannelPacer(self.settings.min_post_interval_s)
@@ -82,6 +84,25 @@ class SlackAdapter:
         self.app.command(re.compile(r"^/.+"))(self._on_command)
         self.app.action(re.compile(r".+"))(self._on_action)
 
+    def _oauth_flow(self, services: Services) -> Any:
+        """Installs into many workspaces: /slack/install starts Slack's OAuth flow."""
+        from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
+        from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+
+        from bot.adapters.slack_install import PgInstallationStore, PgStateStore, TokenSeal
+
+        secret = services.settings.secrets.slack_client_secret
+        assert secret is not None
+        repository = services.store.installations
+        base = (services.settings.server.public_url or "").rstrip("/")
+        oauth = AsyncOAuthSettings(
+            client_id=self.settings.client_id, client_secret=secret.get_secret_value(),
+            scopes=list(self.settings.scopes), redirect_uri=f"{base}/slack/oauth_redirect" if base else None,
+            installation_store=PgInstallationStore(repository, TokenSeal(secret.get_secret_value())),
+            state_store=PgStateStore(repository),
+        )
+        return AsyncOAuthFlow(client=AsyncWebClient(base_url=self.client.base_url), settings=oauth)
+
     # -- lifecycle --------------------------------------------------------------------------
     @property
     def socket_mode(self) -> bool:
@@ -90,13 +111,19 @@ class SlackAdapter:
     def routes(self, app: web.Application) -> None:
         if not self.socket_mode:
             app.router.add_post(self.settings.events_path, self.handle_http)
+            if self.oauth:
+                app.router.add_get("/slack/install", self.handle_http)
+                app.router.add_get("/slack/oauth_redirect", self.handle_http)
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
-        auth = await self.client.auth_test()
-        self.bot_user_id, self.bot_id = auth.get("user_id"), auth.get("bot_id")
-        log.info("Slack: signed in as %s in %s (%s mode)", auth.get("user"), auth.get("team"),
-                 "Socket Mode" if self.socket_mode else "HTTP")
+        if self.token is None:
+            log.info("Slack: HTTP mode for OAuth installs (install at /slack/install)")
+        else:
+            auth = await self.client.auth_test()
+            self.bot_user_id, self.bot_id = auth.get("user_id"), auth.get("bot_id")
+            log.info("Slack: signed in as %s in %s (%s mode)", auth.get("user"), auth.get("team"),
+                     "Socket Mode" if self.socket_mode else "HTTP")
         if self.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -116,33 +143,35 @@ class SlackAdapter:
         return await to_aiohttp_response(response)
 
     # -- listeners (translate only) -----------------------------------------------------------
-    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        await self._message(body, event, mention=True)
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self._message(body, event, context)
 
-    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
         if event.get("subtype") in IGNORED_SUBTYPES or event.get("bot_id"):
             return
         if event.get("channel_type") == "im":
-            await self._message(body, event, mention=False)
+            await self._message(body, event, context)
             return
-        if MENTION.search(event.get("text", "")) and f"<@{self.bot_user_id}>" in event.get("text", ""):
+        if f"<@{context.bot_user_id or self.bot_user_id}>" in event.get("text", ""):
             return  # app_mention delivers it
         thread = event.get("thread_ts")
         if thread and await self._bot_in_thread(body.get("team_id", ""), event["channel"], thread):
-            await self._message(body, event, mention=False)
+            await self._message(body, event, context)
 
     async def _bot_in_thread(self, team: str, channel: str, thread_ts: str) -> bool:
         """Threads the bot takes part in are the ones it has a conversation for."""
         return await self.services.store.conversations.exists("slack", team, channel, f"{channel}:{thread_ts}")
 
-    async def _message(self, body: dict[str, Any], event: dict[str, Any], *, mention: bool) -> None:
-        if event.get("user") in (None, self.bot_user_id):
+    async def _message(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        if event.get("user") in (None, self.bot_user_id, context.bot_user_id):
             return
+        client = context.client or self.client
         team = body.get("team_id") or event.get("team") or ""
         is_dm = event.get("channel_type") == "im"
         thread = event.get("thread_ts") or (None if is_dm else event.get("ts"))
         text = MENTION.sub("", event.get("text", "")).strip()
-        attachments = tuple(self._attachment(f) for f in event.get("files", []) if f.get("mode") != "tombstone")
+        attachments = tuple(self._attachment(f, client.token or "") for f in event.get("files", [])
+                            if f.get("mode") != "tombstone")
         parsed = split_command(text)
         common = dict(platform="slack", event_id=body.get("event_id") or f"{event['channel']}:{event.get('ts')}",
                       workspace_id=team, channel_id=event["channel"], user_id=event["user"], thread_id=thread,
@@ -151,9 +180,9 @@ class SlackAdapter:
             incoming = IncomingEvent(kind=EventKind.COMMAND, command=parsed[0], text=parsed[1], **common)
         else:
             incoming = IncomingEvent(kind=kind_for_attachments(attachments), text=text, **common)
-        self._spawn(incoming, ephemeral=False)
+        self._spawn(incoming, client, ephemeral=False)
 
-    async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
         incoming = IncomingEvent(
             platform="slack", kind=EventKind.COMMAND, event_id=f"cmd:{body.get('trigger_id', time.time())}",
@@ -162,9 +191,9 @@ class SlackAdapter:
             command=body.get("command", "/").lstrip("/"), text=body.get("text", ""),
             is_dm=str(body.get("channel_id", "")).startswith("D"), raw=body,
         )
-        self._spawn(incoming, ephemeral=True)
+        self._spawn(incoming, context.client or self.client, ephemeral=True)
 
-    async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_action(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
         action = (body.get("actions") or [{}])[0]
         message = body.get("message") or {}
@@ -178,24 +207,24 @@ class SlackAdapter:
             action_id=str(action.get("action_id", "")).rsplit(":", 1)[0], action_value=action.get("value", ""),
             raw=body,
         )
-        self._spawn(incoming, ephemeral=True)
+        self._spawn(incoming, context.client or self.client, ephemeral=True)
 
-    def _spawn(self, incoming: IncomingEvent, *, ephemeral: bool) -> None:
+    def _spawn(self, incoming: IncomingEvent, client: AsyncWebClient, *, ephemeral: bool) -> None:
         """Hand the event over and return at once, so Bolt acknowledges well inside 3 seconds."""
         settings = self.services.settings.responder
-        responder = SlackResponder(self.client, incoming.channel_id, incoming.thread_id, incoming.user_id,
+        responder = SlackResponder(client, incoming.channel_id, incoming.thread_id, incoming.user_id,
                                    pacer=self.pacer, ephemeral_errors=ephemeral,
                                    stream_interval_s=settings.stream_interval_s,
                                    progress_interval_s=settings.progress_interval_s)
 
         async def work() -> None:
-            localized = dataclasses.replace(incoming, locale=await self._locale(incoming.user_id))
+            localized = dataclasses.replace(incoming, locale=await self._locale(client, incoming.user_id))
             await self.dispatch(localized, responder)
 
         self.tasks.spawn(work(), name=f"slack:{incoming.event_id}")
 
     # -- helpers ------------------------------------------------------------------------------
-    async def _locale(self, user: str) -> str | None:
+    async def _locale(self, client: AsyncWebClient, user: str) -> str | None:
         """The user's Slack locale (users.info), cached for an hour; None when it cannot be read."""
         if not user:
             return None
@@ -203,7 +232,7 @@ class SlackAdapter:
         if cached and time.monotonic() - cached[1] < LOCALE_TTL_S:
             return cached[0]
         try:
-            info = await self.client.users_info(user=user, include_locale=True)
+            info = await client.users_info(user=user, include_locale=True)
             locale = (info.get("user") or {}).get("locale")
         except Exception as e:  # locale is a nicety: never fail an event over it
             log.info("users.info failed for %s: %s", user, type(e).__name__)
@@ -213,17 +242,17 @@ class SlackAdapter:
         self._locales[user] = (locale, time.monotonic())
         return locale
 
-    def _attachment(self, file: dict[str, Any]) -> Attachment:
+    def _attachment(self, file: dict[str, Any], token: str) -> Attachment:
         url = file.get("url_private_download") or file.get("url_private") or ""
         name = file.get("name") or file.get("title") or "file"
 
         async def fetch(limit: int) -> bytes:
-            return await self._download(url, name, limit)
+            return await self._download(url, name, token, limit)
 
         return Attachment(name=name, mime=file.get("mimetype") or "application/octet-stream",
                           size=int(file.get("size") or 0), fetch=fetch, url=url)
 
-    async def _download(self, url: str, name: str, limit: int) -> bytes:
+    async def _download(self, url: str, name: str, token: str, limit: int) -> bytes:
         host = urlparse(url).hostname or ""
         allowed = set(self.settings.file_hosts)
         if self.settings.api_url:
@@ -231,7 +260,7 @@ class SlackAdapter:
         if host not in allowed:
             raise UnsupportedInput("file_download_failed", name=name, reason="not a Slack file address")
         assert self._http is not None
-        async with self._http.get(url, headers={"Authorization": f"Bearer {self.token}"},
+        async with self._http.get(url, headers={"Authorization": f"Bearer {token}"},
                                   allow_redirects=False) as resp:
             if resp.status != 200:
                 raise UnsupportedInput("file_download_failed", name=name, reason=f"Slack answered {resp.status}")

@@ -7,6 +7,7 @@ from storage.repositories.blobs import BlobKind, BlobRepository, BlobRow
 from storage.repositories.conversations import ConversationRepository
 from storage.repositories.events import EventRepository
 from storage.repositories.identity import Identity, IdentityRepository, Role
+from storage.repositories.installations import InstallationRepository
 from storage.repositories.jobs import JobRepository, JobRow
 from storage.repositories.memory import FactRow, MemoryRepository, Summary
 from storage.repositories.messages import MessageRepository, MessageRow
@@ -24,6 +25,7 @@ __all__ = [
     "FactRow",
     "Identity",
     "IdentityRepository",
+    "InstallationRepository",
     "JobRepository",
     "JobRow",
     "MemoryRepository",
