@@ -86,11 +86,11 @@ class IncomingEvent:
 
     @property
     def conversation_key(self) -> str:
-        """A thread, or a running DM/web conversation per user."""
-        if self.thread_id:
-            return f"{self.channel_id}:{self.thread_id}"
+        """One running conversation per user in a DM (or the web page); else the thread."""
         if self.is_dm:
             return f"dm:{self.user_id}"
+        if self.thread_id:
+            return f"{self.channel_id}:{self.thread_id}"
         return f"{self.channel_id}:{self.user_id}"
 
 

@@ -111,9 +111,9 @@ class SlackAdapter:
     def routes(self, app: web.Application) -> None:
         if not self.socket_mode:
             app.router.add_post(self.settings.events_path, self.handle_http)
-            if self.oauth:
-                app.router.add_get("/slack/install", self.handle_http)
-                app.router.add_get("/slack/oauth_redirect", self.handle_http)
+            if self.app.oauth_flow is not None:
+                app.router.add_get("/slack/install", self.handle_install)
+                app.router.add_get("/slack/oauth_redirect", self.handle_oauth_redirect)
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
@@ -136,8 +136,22 @@ class SlackAdapter:
         if self._http is not None:
             await self._http.close()
 
+    async def handle_install(self, request: web.Request) -> web.Response:
+        """The install page: a link to Slack's consent screen, with a one-time state."""
+        assert self.app.oauth_flow is not None
+        return await to_aiohttp_response(await self.app.oauth_flow.handle_installation(await to_bolt_request(request)))
+
+    async def handle_oauth_redirect(self, request: web.Request) -> web.Response:
+        """Slack sends the installer back here with a code; the installation is stored, sealed."""
+        assert self.app.oauth_flow is not None
+        return await to_aiohttp_response(await self.app.oauth_flow.handle_callback(await to_bolt_request(request)))
+
     async def handle_http(self, request: web.Request) -> web.Response:
-        response = await self.app.async_dispatch(await to_bolt_request(request))
+        try:
+            response = await self.app.async_dispatch(await to_bolt_request(request))
+        except ValueError as e:  # a body that is not the JSON or form it claims to be
+            log.warning("malformed Slack request from %s: %s", request.remote, type(e).__name__)
+            return web.Response(status=400, text="malformed request")
         if response.status == 401:
             log.warning("Slack request refused: bad or stale signature from %s", request.remote)
         return await to_aiohttp_response(response)
@@ -168,7 +182,7 @@ class SlackAdapter:
         client = context.client or self.client
         team = body.get("team_id") or event.get("team") or ""
         is_dm = event.get("channel_type") == "im"
-        thread = event.get("thread_ts") or (None if is_dm else event.get("ts"))
+        thread = event.get("thread_ts") or event.get("ts")  # answers go in a thread, DMs too
         text = MENTION.sub("", event.get("text", "")).strip()
         attachments = tuple(self._attachment(f, client.token or "") for f in event.get("files", [])
                             if f.get("mode") != "tombstone")
@@ -264,6 +278,8 @@ class SlackAdapter:
                                   allow_redirects=False) as resp:
             if resp.status != 200:
                 raise UnsupportedInput("file_download_failed", name=name, reason=f"Slack answered {resp.status}")
+            if resp.content_type == "text/html":  # Slack's sign-in page: the token was not accepted
+                raise UnsupportedInput("file_download_failed", name=name, reason="Slack asked to sign in")
             data = bytearray()
             async for chunk in resp.content.iter_chunked(64 * 1024):
                 data.extend(chunk)
