@@ -121,6 +121,7 @@ class SlackSettings(Section):
     app_name: str = "Team Bot"
     min_post_interval_s: float = Field(1.0, ge=0)  # pacing of new messages per channel
     retry_max: int = Field(3, ge=0)  # 429s are retried after Retry-After this many times
+    max_concurrent_events: int = Field(8, ge=1)  # events handled at once; more wait (acks never do)
     file_hosts: list[str] = ["files.slack.com"]  # the bot token is only ever sent to these hosts
     client_id: str | None = None  # OAuth install flow (many workspaces); SLACK_CLIENT_SECRET in the env
     scopes: list[str] = [

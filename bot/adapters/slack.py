@@ -7,6 +7,7 @@ hand both to the dispatcher in a tracked task.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -74,6 +75,7 @@ class SlackAdapter:
                             request_verification_enabled=self.app_token is None,
                             raise_error_for_unhandled_request=False)
         self.pacer = ChannelPacer(self.settings.min_post_interval_s)
+        self._working = asyncio.Semaphore(self.settings.max_concurrent_events)
         self.bot_user_id: str | None = None
         self.bot_id: str | None = None
         self._locales: dict[str, tuple[str | None, float]] = {}
@@ -232,8 +234,9 @@ class SlackAdapter:
                                    progress_interval_s=settings.progress_interval_s)
 
         async def work() -> None:
-            localized = dataclasses.replace(incoming, locale=await self._locale(client, incoming.user_id))
-            await self.dispatch(localized, responder)
+            async with self._working:  # a bounded number at once, so acks keep their share of the loop
+                localized = dataclasses.replace(incoming, locale=await self._locale(client, incoming.user_id))
+                await self.dispatch(localized, responder)
 
         self.tasks.spawn(work(), name=f"slack:{incoming.event_id}")
 
