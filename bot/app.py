@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +38,7 @@ class RunningApp:
     platforms: list[Any]
     host: str
     port: int
+    housekeeping: asyncio.Task[None] | None = None
     stopped: bool = False
 
     @property
@@ -49,6 +51,8 @@ class RunningApp:
             return
         self.stopped = True
         services = self.services
+        if self.housekeeping is not None:
+            self.housekeeping.cancel()
         cancelled = await services.tasks.drain(drain_timeout)
         if cancelled:
             log.warning("shutdown cancelled %d unfinished tasks", cancelled)
@@ -94,7 +98,7 @@ async def start(settings: Settings, register: Sequence[Callable[[Router], None]]
     port = int(sockets[0].getsockname()[1]) if sockets else settings.server.port
     log.info("serving the web chat on http://%s:%s", settings.server.host, port)
     running = RunningApp(services=services, runner=runner, web=web_adapter, platforms=platforms,
-                         host=settings.server.host, port=port)
+                         host=settings.server.host, port=port, housekeeping=asyncio.create_task(housekeeping(store)))
     try:
         for platform in platforms:
             await platform.start()
@@ -102,6 +106,18 @@ async def start(settings: Settings, register: Sequence[Callable[[Router], None]]
         await running.stop(drain_timeout=1)
         raise
     return running
+
+
+async def housekeeping(store: Store, every_s: float = 3600.0) -> None:
+    """Forget delivery ids older than a day (retries come within minutes; an hour is the floor)."""
+    while True:
+        try:
+            removed = await store.events.prune(timedelta(days=1))
+            if removed:
+                log.info("pruned %d old event ids", removed)
+        except Exception:  # housekeeping must never stop the service
+            log.exception("housekeeping failed")
+        await asyncio.sleep(every_s)
 
 
 def platform_adapters(services: Services, dispatch: Any, tasks: TaskTracker) -> list[Any]:

@@ -43,6 +43,7 @@ MENTION = re.compile(r"<@[A-Z0-9]+>\s*")
 IGNORED_SUBTYPES = {"message_changed", "message_deleted", "bot_message", "channel_join", "channel_leave",
                     "thread_broadcast", "message_replied"}
 LOCALE_TTL_S = 3600.0
+THREAD_TTL_S = 300.0
 
 
 class SlackAdapter:
@@ -79,6 +80,7 @@ class SlackAdapter:
         self.bot_user_id: str | None = None
         self.bot_id: str | None = None
         self._locales: dict[str, tuple[str | None, float]] = {}
+        self._threads: dict[str, tuple[bool, float]] = {}
         self._http: aiohttp.ClientSession | None = None
         self._socket: Any = None
         self.app.event("app_mention")(self._on_mention)
@@ -171,12 +173,31 @@ class SlackAdapter:
         if f"<@{context.bot_user_id or self.bot_user_id}>" in event.get("text", ""):
             return  # app_mention delivers it
         thread = event.get("thread_ts")
-        if thread and await self._bot_in_thread(body.get("team_id", ""), event["channel"], thread):
+        client = context.client or self.client
+        if thread and await self._bot_in_thread(client, body.get("team_id", ""), event["channel"], thread,
+                                                context.bot_user_id or self.bot_user_id):
             await self._message(body, event, context)
 
-    async def _bot_in_thread(self, team: str, channel: str, thread_ts: str) -> bool:
-        """Threads the bot takes part in are the ones it has a conversation for."""
-        return await self.services.store.conversations.exists("slack", team, channel, f"{channel}:{thread_ts}")
+    async def _bot_in_thread(self, client: AsyncWebClient, team: str, channel: str, thread_ts: str,
+                             bot_user: str | None) -> bool:
+        """Whether the bot takes part in the thread: it has a conversation for it, or (for threads
+        from before this database) one of the thread's messages is the bot's. Answers are cached."""
+        key = f"{team}:{channel}:{thread_ts}"
+        cached = self._threads.get(key)
+        if cached is not None and time.monotonic() - cached[1] < THREAD_TTL_S:
+            return cached[0]
+        found = await self.services.store.conversations.exists("slack", team, channel, f"{channel}:{thread_ts}")
+        if not found:
+            try:
+                replies = await client.conversations_replies(channel=channel, ts=thread_ts, limit=50)
+                messages: list[dict[str, Any]] = replies.get("messages") or []
+                found = any(m.get("user") == bot_user or m.get("bot_id") == self.bot_id for m in messages)
+            except Exception as e:  # unreadable thread: treat as not ours
+                log.info("conversations.replies failed for %s: %s", channel, type(e).__name__)
+        if len(self._threads) > 50_000:
+            self._threads.clear()
+        self._threads[key] = (found, time.monotonic())
+        return found
 
     async def _message(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
         if event.get("user") in (None, self.bot_user_id, context.bot_user_id):

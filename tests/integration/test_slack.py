@@ -286,3 +286,30 @@ async def test_oauth_install_flow_stores_a_sealed_installation(
     assert "You are" in reply["text"]
     posted = [c for c in slack_stub.calls_to("chat.postMessage") if "T9" in str(c.params.get("text"))]
     assert posted and posted[-1].token == "xoxb-"
+
+
+async def test_thread_replies_are_answered_only_where_the_bot_takes_part(
+    slack_app: RunningApp, slack_stub: SlackStub
+) -> None:
+    ours = slack_stub.add_message("C2", "a question from before")
+    slack_stub.add_message("C2", "an earlier answer", user="UBOT", bot_id="BBOT", thread_ts=ours["ts"])
+    theirs = slack_stub.add_message("C2", "people talking")
+    await deliver(slack_app, event_callback(message_event("/whoami", channel="C2", thread_ts=theirs["ts"])))
+    await deliver(slack_app, event_callback(message_event("/whoami", channel="C2", thread_ts=ours["ts"])))
+    reply = await slack_stub.wait_for_message("C2", where=lambda m: "You are" in m.get("text", "")
+                                              and m.get("thread_ts") == ours["ts"])
+    assert reply["thread_ts"] == ours["ts"]
+    await asyncio.sleep(0.3)
+    assert not [m for m in bot_posts(slack_stub, "C2") if m.get("thread_ts") == theirs["ts"]]
+    assert {c.params.get("ts") for c in slack_stub.calls_to("conversations.replies")} >= {ours["ts"], theirs["ts"]}
+
+
+async def test_uploads_use_files_v2(slack_app: RunningApp, slack_stub: SlackStub) -> None:
+    await post(slack_app, form_body(slack_stub.slash_command("/usage", "", channel="C1")),
+               content_type="application/x-www-form-urlencoded")
+    await slack_stub.wait_for_call("files.completeUploadExternal")
+    assert slack_stub.calls_to("files.getUploadURLExternal")
+    uploaded = [f for f in slack_stub.files.values() if f.name == "usage.png"]
+    assert uploaded and uploaded[0].content.startswith(b"\x89PNG") and uploaded[0].channel_id == "C1"
+    assert slack_stub.calls_to("users.info")  # the user's locale was looked up
+    assert slack_stub.calls_to("auth.test")

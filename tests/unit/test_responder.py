@@ -68,3 +68,18 @@ async def test_progress_is_throttled_but_final_always_shows() -> None:
     assert len(r.calls) == 2  # first post, final edit
     assert r.calls[0][0] == "post" and r.calls[1][0] == "edit"
     assert "100%" in r.calls[1][2]
+
+
+async def test_channel_pacer_spaces_posts_per_channel() -> None:
+    import time
+
+    from bot.adapters.slack_responder import ChannelPacer
+
+    pacer = ChannelPacer(0.1)
+    started = time.monotonic()
+    for _ in range(3):
+        await pacer.wait("C1")
+    assert time.monotonic() - started >= 0.2  # three posts, two gaps
+    other = time.monotonic()
+    await pacer.wait("C2")  # another channel does not wait
+    assert time.monotonic() - other < 0.05
