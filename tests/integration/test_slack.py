@@ -313,3 +313,10 @@ async def test_uploads_use_files_v2(slack_app: RunningApp, slack_stub: SlackStub
     assert uploaded and uploaded[0].content.startswith(b"\x89PNG") and uploaded[0].channel_id == "C1"
     assert slack_stub.calls_to("users.info")  # the user's locale was looked up
     assert slack_stub.calls_to("auth.test")
+
+
+async def test_file_whose_content_lies_about_its_type(slack_app: RunningApp, slack_stub: SlackStub) -> None:
+    fake = slack_stub.add_file("song.mp3", b"just some words, not audio", "audio/mpeg")
+    await deliver(slack_app, event_callback(app_mention("<@UBOT> listen", channel="C1", files=[fake])))
+    reply = await slack_stub.wait_for_message("C1", where=lambda m: "song.mp3" in m.get("text", ""))
+    assert ".mp3" in reply["text"] and "real file" in reply["text"]
