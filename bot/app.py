@@ -129,6 +129,10 @@ def platform_adapters(services: Services, dispatch: Any, tasks: TaskTracker) -> 
         from bot.adapters.slack import SlackAdapter
 
         adapters.append(SlackAdapter(services, dispatch, tasks))
+    if settings.discord.enabled and settings.secrets.discord_bot_token is not None:
+        from bot.adapters.discord import DiscordAdapter
+
+        adapters.append(DiscordAdapter(services, dispatch, tasks))
     return adapters
 
 

@@ -208,6 +208,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "tool_args_missing": {"en": "{tool} needs: {missing}.", "zh": "{tool} 缺少参数：{missing}。"},
     "tool_args_unknown": {"en": "{tool} has no argument {argument}.", "zh": "{tool} 没有参数 {argument}。"},
     "tool_args_type": {"en": "{tool}: {argument} must be {expected}.", "zh": "{tool}：{argument} 应为 {expected}。"},
+    # discord
+    "discord_no_permission": {"en": "I can't post in #{channel}: I'm missing permissions there. Ask an admin to let me send messages, or talk to me here.", "zh": "我无法在 #{channel} 发消息：缺少权限。请让管理员授予发送消息的权限，或在这里和我对话。"},
+    "discord_file_too_large": {"en": "{name} is larger than this server's upload limit ({limit_mb} MB), so I can't attach it.", "zh": "{name} 超过了本服务器的上传限制（{limit_mb} MB），无法附上。"},
     # files
     "file_too_large": {
         "en": "{name} is larger than the {limit_mb} MB limit.",

@@ -130,6 +130,20 @@ class SlackSettings(Section):
     ]
 
 
+class DiscordSettings(Section):
+    """Discord: starts when DISCORD_BOT_TOKEN is set."""
+
+    enabled: bool = True
+    application_id: int | None = None  # for `python -m bot discord-invite` (else read from Discord at start)
+    message_content: bool = True  # the privileged intent; without it the bot answers mentions and DMs only
+    sharded: bool = False  # AutoShardedClient, for large bots
+    dev_guilds: list[int] = []  # sync commands to these guilds (instant) instead of globally
+    answer_channels: list[int] = []  # channels where every message is answered
+    max_concurrent_events: int = Field(8, ge=1)
+    guild_ready_timeout_s: float = Field(2.0, ge=0)
+    permissions: int = 274878024768  # the invite's permission bits: view, send, threads, embed, attach, history
+
+
 class PoolSettings(Section):
     placement: Literal["local"] = "local"
     memory_budget_mb: int = Field(8192, ge=0)
@@ -184,6 +198,7 @@ class Settings(BaseSettings):
     responder: ResponderSettings = ResponderSettings()
     chat: ChatSettings = ChatSettings()
     slack: SlackSettings = SlackSettings()
+    discord: DiscordSettings = DiscordSettings()
     pool: PoolSettings = PoolSettings()
     engines: dict[str, EngineSettings] = Field(default_factory=default_engines)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)

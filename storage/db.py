@@ -33,6 +33,7 @@ from storage.repositories import (
     MemoryRepository,
     MessageRepository,
     ScopedSettingRepository,
+    StateRepository,
     UsageRepository,
 )
 
@@ -110,6 +111,7 @@ class Store:
         self.scoped = ScopedSettingRepository(self.sessions)
         self.memory = MemoryRepository(self.sessions)
         self.installations = InstallationRepository(self.sessions)
+        self.state = StateRepository(self.sessions)
 
     @property
     def embedded(self) -> bool:

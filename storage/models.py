@@ -277,3 +277,13 @@ class OAuthState(Base):
 
     state: Mapped[str] = mapped_column(Text, primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AppState(Base):
+    """Small facts the service keeps about itself (e.g. the hash of the last command sync)."""
+
+    __tablename__ = "app_state"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = _created()

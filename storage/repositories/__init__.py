@@ -12,6 +12,7 @@ from storage.repositories.jobs import JobRepository, JobRow
 from storage.repositories.memory import FactRow, MemoryRepository, Summary
 from storage.repositories.messages import MessageRepository, MessageRow
 from storage.repositories.scoped import Scope, ScopedSettingRepository
+from storage.repositories.state import StateRepository
 from storage.repositories.usage import UsageRepository, UsageTotals
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Role",
     "Scope",
     "ScopedSettingRepository",
+    "StateRepository",
     "Summary",
     "UsageRepository",
     "UsageTotals",
