@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("doctor", help="check the configuration and say how to fix what is missing")
     manifest_cmd = sub.add_parser("slack-manifest", help="print the Slack app manifest (JSON) for this configuration")
     manifest_cmd.add_argument("--http", action="store_true", help="HTTP mode (request URLs) instead of Socket Mode")
+    invite = sub.add_parser("discord-invite", help="print the URL that adds the Discord bot to a server")
+    invite.add_argument("--application-id", type=int, help="default: [discord] application_id")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -25,6 +27,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     command = args.command or "serve"
+    if command == "discord-invite":
+        from bot.adapters.discord import invite_url
+
+        app_id = args.application_id or settings.discord.application_id
+        if app_id is None:
+            print("set [discord] application_id (Developer Portal -> General Information -> Application ID) "
+                  "or pass --application-id", file=sys.stderr)
+            return 2
+        print(invite_url(app_id, settings.discord.permissions))
+        return 0
     if command == "slack-manifest":
         import json
 
