@@ -142,8 +142,16 @@ class DiscordAdapter:
             return True
         return message.channel.id in self.settings.answer_channels
 
+    async def _in_known_thread(self, message: discord.Message) -> bool:
+        """A thread the bot already talks in (it has a conversation there)."""
+        if not isinstance(message.channel, discord.Thread) or message.guild is None or message.author.bot:
+            return False
+        thread = str(message.channel.id)
+        return await self.services.store.conversations.exists("discord", str(message.guild.id), thread,
+                                                              f"{thread}:{thread}")
+
     async def on_message(self, message: discord.Message) -> None:
-        if not self._wants(message):
+        if not self._wants(message) and not await self._in_known_thread(message):
             return
         me = self.client.user
         text = message.content

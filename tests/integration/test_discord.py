@@ -203,3 +203,27 @@ async def test_rate_limits_are_respected(discord_app: RunningApp, discord_stub: 
     await until(lambda: any("You are" in t for t in texts(discord_stub, int(payload["channel_id"]))))
     limited = [r for r in discord_stub.requests_to("POST", r"/channels/\d+/messages$") if r.status == 429]
     assert limited
+
+
+async def test_without_the_content_intent_the_bot_falls_back_to_mentions(
+    app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("DISCORD_BOT_TOKEN", TOKEN)
+    async with DiscordStub(token=TOKEN, heartbeat_interval_ms=200, privileged_intents=0) as stub:
+        with patch_discord(stub):
+            app = await app_factory(discord={"guild_ready_timeout_s": 0.05})
+            try:
+                assert "Message Content" in caplog.text or "message content" in caplog.text
+                await stub.user_message(f"<@{stub.bot.id}> /whoami")
+                await until(lambda: any("You are" in t for t in texts(stub)))
+            finally:
+                await app.stop()
+
+
+async def test_threads_the_bot_talks_in_are_followed(discord_app: RunningApp, discord_stub: DiscordStub) -> None:
+    thread = discord_stub.thread_id
+    bot_id = discord_stub.bot.id
+    await discord_stub.user_message(f"<@{bot_id}> first question", channel_id=thread)
+    await until(lambda: any("echo: first question" in t for t in texts(discord_stub, thread)))
+    await discord_stub.user_message("second question", channel_id=thread)  # no mention: still ours
+    await until(lambda: any("echo: second question" in t for t in texts(discord_stub, thread)))
