@@ -14,7 +14,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Hi{name}! I'm the team bot. Try one of these, or type /help.",
         "zh": "你好{name}！我是团队机器人。点一个试试，或输入 /help。",
     },
-    "help_title": {"en": "*Commands*", "zh": "*命令列表*"},
+    "help_title": {"en": "Commands", "zh": "命令列表"},
     "help_footer": {
         "en": "Type a command with / to start. Options go as name:value, e.g. /ping",
         "zh": "输入 / 开头的命令开始使用。选项写作 名称:值，例如 /ping",

@@ -54,6 +54,8 @@ class Responder(Protocol):
 
     async def typing(self) -> None: ...
 
+    async def card(self, title: str, text: str, *, buttons: Sequence[Button] = ()) -> list[str]: ...
+
 
 def progress_bar(fraction: float, width: int = 20) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
@@ -127,6 +129,10 @@ class BaseResponder:
     async def typing(self) -> None:
         """Show that an answer is coming (a platform typing indicator); the web page shows its own."""
         return None
+
+    async def card(self, title: str, text: str, *, buttons: Sequence[Button] = ()) -> list[str]:
+        """A rich result with a title (an embed on Discord); plain platforms get a bold title line."""
+        return await self.send(f"*{title}*\n{text}", buttons=buttons)
 
 
 class StreamContext:

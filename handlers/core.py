@@ -35,13 +35,13 @@ async def help_command(event: IncomingEvent, ctx: HandlerContext) -> None:
         await ctx.responder.send("\n".join(lines))
         return
     is_admin = ctx.identity is not None and ctx.identity.role == "admin"
-    lines = [ctx.t("help_title")]
+    lines = []
     for cmd in sorted(router.commands.values(), key=lambda c: c.name):
         if cmd.role == "admin" and not is_admin:
             continue
         lines.append(f"• `{cmd.usage()}` — {cmd.describe(ctx.locale)}")
     lines += ["", ctx.t("help_footer"), ctx.t("help_try")]
-    await ctx.responder.send("\n".join(lines), buttons=suggestion_buttons(ctx))
+    await ctx.responder.card(ctx.t("help_title"), "\n".join(lines), buttons=suggestion_buttons(ctx))
 
 
 async def ping(event: IncomingEvent, ctx: HandlerContext) -> None:

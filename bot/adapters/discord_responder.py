@@ -92,6 +92,16 @@ class DiscordResponder(BaseResponder):
                                    view=view_for(buttons))
         return str(message.id)
 
+    async def card(self, title: str, text: str, *, buttons: Sequence[Button] = ()) -> list[str]:
+        """An embed; text too long for one falls back to plain messages."""
+        if len(text) > 4000 or len(title) > 250:
+            return await super().card(title, text, buttons=buttons)
+        embed = discord.Embed(title=title, description=text, colour=discord.Colour.blurple())
+        return [await self._post_embed(embed, buttons)]
+
+    async def _post_embed(self, embed: discord.Embed, buttons: Sequence[Button]) -> str:
+        return str((await self._send(embed=embed, view=view_for(buttons))).id)
+
     async def typing(self) -> None:
         try:
             await self.channel.typing()
@@ -143,6 +153,22 @@ class InteractionResponder(DiscordResponder):
         if not self._original_used:
             self._original_used = True
             await self.interaction.delete_original_response()  # the "thinking…" placeholder
+        self._messages[str(message.id)] = message
+        return str(message.id)
+
+    async def _post_embed(self, embed: discord.Embed, buttons: Sequence[Button]) -> str:
+        if not self._token_alive:
+            return await super()._post_embed(embed, buttons)
+        view = view_for(buttons)
+        kwargs: dict[str, Any] = {"view": view} if view is not None else {}
+        message: discord.Message
+        if not self._original_used:
+            self._original_used = True
+            message = await self.interaction.edit_original_response(content=None, embed=embed, **kwargs)
+        else:
+            message = await self.interaction.followup.send(embed=embed, wait=True, **kwargs)
+        if view is not None:
+            view.stop()
         self._messages[str(message.id)] = message
         return str(message.id)
 

@@ -66,11 +66,17 @@ async def until(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
 def answer_texts(stub: DiscordStub, record: Any) -> list[str]:
     """The original response and the follow-ups of an interaction."""
     ids = [i for i in [record.original_message_id, *record.followup_ids] if i]
-    return [stub.world.messages.get(i, {}).get("content") or "" for i in ids]
+    return [message_text(stub.world.messages.get(i, {})) for i in ids]
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """A message's content plus its embeds' titles and descriptions."""
+    embeds = " ".join(f"{e.get('title', '')} {e.get('description', '')}" for e in message.get("embeds") or [])
+    return f"{message.get('content') or ''} {embeds}".strip()
 
 
 def texts(stub: DiscordStub, channel_id: int | None = None) -> list[str]:
-    return [m.get("content") or "" for m in stub.sent_messages(channel_id)]
+    return [message_text(m) for m in stub.sent_messages(channel_id)]
 
 
 async def test_dm_conversation_streams_by_edits(
@@ -96,6 +102,8 @@ async def test_help_interaction_is_deferred_then_answered(
     record = await discord_stub.slash_command("help")
     await until(lambda: any("/whoami" in t for t in answer_texts(discord_stub, record)))
     assert record.callbacks[0].type == 5  # deferred first
+    embeds = [e for i in record.followup_ids for e in discord_stub.world.messages[i].get("embeds") or []]
+    assert embeds and embeds[0]["title"] == "Commands"  # a rich result
     assert record.callback_latency_s is not None and record.callback_latency_s < 3
 
 
@@ -176,7 +184,8 @@ async def test_commands_carry_types_choices_and_chinese(discord_app: RunningApp,
 async def test_button_click_routes_to_the_handler(discord_app: RunningApp, discord_stub: DiscordStub) -> None:
     record = await discord_stub.slash_command("help")
     message_id = await until(lambda: record.original_message_id)
-    await until(lambda: discord_stub.world.messages[message_id].get("components"))
+    await until(lambda: any(discord_stub.world.messages[i].get("components")
+                            for i in [message_id, *record.followup_ids]))
     click = await discord_stub.click(message_id, "suggest|/ping")
     await until(lambda: any("Pong" in t for t in answer_texts(discord_stub, click)))
 
