@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bot.locks import ConversationLocks
 from bot.messages import t
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class Services:
     router: Router
     metrics: Metrics
     tasks: TaskTracker
+    locks: ConversationLocks = field(default_factory=ConversationLocks)
     # Set by the composition root once the dispatcher exists; lets a handler run a derived event.
     dispatch: Callable[[IncomingEvent, Responder], Awaitable[None]] = field(default=_not_ready, repr=False)
 

@@ -8,9 +8,6 @@ order; different conversations run at once.
 
 from __future__ import annotations
 
-import asyncio
-from collections import OrderedDict
-
 from bot.context import HandlerContext
 from bot.errors import EngineError, UserFacingError
 from bot.events import EventKind, IncomingEvent
@@ -23,24 +20,6 @@ from handlers.memory import build_messages, load_state, remember
 from handlers.usage import check_budget, record_usage
 
 MAX_BIAS_ENTRIES = 300  # OpenAI's limit for logit_bias
-
-
-class ConversationLocks:
-    """One lock per conversation so its turns stay in order; bounded, least recently used dropped."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._locks: OrderedDict[int, asyncio.Lock] = OrderedDict()
-
-    def get(self, conversation_id: int) -> asyncio.Lock:
-        lock = self._locks.pop(conversation_id, None) or asyncio.Lock()
-        self._locks[conversation_id] = lock
-        while len(self._locks) > self.size:
-            oldest, old = next(iter(self._locks.items()))
-            if old.locked():
-                break
-            del self._locks[oldest]
-        return lock
 
 
 async def count_tokens(ctx: HandlerContext, text: str) -> int:
@@ -77,7 +56,7 @@ def feedback_buttons(message_id: int) -> list[Button]:
     return [Button("👍", "feedback", f"up:{message_id}"), Button("👎", "feedback", f"down:{message_id}")]
 
 
-async def chat_turn(event: IncomingEvent, ctx: HandlerContext, locks: ConversationLocks) -> None:
+async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
     text = event.text.strip()
     if not text:
         raise UserFacingError("empty_message")
@@ -89,7 +68,7 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext, locks: Conversati
         text = text[: chat.max_input_chars]
     config = await resolve(ctx)
     conversation = await ctx.store.conversations.current(ctx.identity, event.conversation_key)
-    async with locks.get(conversation):
+    async with ctx.services.locks.get(conversation):
         warning = await check_budget(ctx)  # inside the lock: the previous turn's cost is already counted
         # The user's words are kept first, so nothing is lost if the model then fails.
         user_message = await ctx.store.messages.add(conversation, "user", text, await count_tokens(ctx, text))
@@ -137,9 +116,4 @@ async def stream_answer(
 
 
 def register(router: Router) -> None:
-    locks = ConversationLocks()
-
-    async def on_message(event: IncomingEvent, ctx: HandlerContext) -> None:
-        await chat_turn(event, ctx, locks)
-
-    router.on(EventKind.MESSAGE)(on_message)
+    router.on(EventKind.MESSAGE)(chat_turn)

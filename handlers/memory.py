@@ -191,9 +191,15 @@ async def remember(ctx: HandlerContext, strategy: str, conversation_id: int, use
 
 # -- commands ---------------------------------------------------------------------------------
 async def memory_command(event: IncomingEvent, ctx: HandlerContext) -> None:
-    mode = str(ctx.state["args"].get("mode", "show"))
     assert ctx.identity is not None
     conversation_id = await ctx.store.conversations.current(ctx.identity, event.conversation_key)
+    async with ctx.services.locks.get(conversation_id):  # after any turn still updating memory
+        await _memory(event, ctx, conversation_id)
+
+
+async def _memory(event: IncomingEvent, ctx: HandlerContext, conversation_id: int) -> None:
+    assert ctx.identity is not None
+    mode = str(ctx.state["args"].get("mode", "show"))
     if mode in MEMORY_STRATEGIES:
         await set_channel(ctx, event, "memory", mode)
         await ctx.responder.send(ctx.t("memory_set", strategy=ctx.t(f"memory_{mode}")))
@@ -218,7 +224,9 @@ async def memory_command(event: IncomingEvent, ctx: HandlerContext) -> None:
 async def forget_command(event: IncomingEvent, ctx: HandlerContext) -> None:
     assert ctx.identity is not None
     what = str(ctx.state["args"]["what"])
-    removed = await ctx.store.memory.forget(ctx.identity.workspace_pk, what)
+    conversation_id = await ctx.store.conversations.current(ctx.identity, event.conversation_key)
+    async with ctx.services.locks.get(conversation_id):  # not while a turn is still learning facts
+        removed = await ctx.store.memory.forget(ctx.identity.workspace_pk, what)
     if removed:
         await ctx.store.audit.log(f"{event.platform}:{event.user_id}", "memory.forget", {"what": what},
                                   workspace_pk=ctx.identity.workspace_pk)
