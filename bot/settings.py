@@ -112,6 +112,18 @@ class ChatSettings(Section):
     finetune_poll_s: float = Field(30.0, gt=0)  # how often /finetune checks the job while it runs
 
 
+class SpeechSettings(Section):
+    """Voice in and voice out."""
+
+    stt_engine: str = "stt"
+    tts_engine: str = "tts"
+    max_audio_seconds: float = Field(3600.0, gt=0)  # longer recordings are refused with a message
+    voice_mode: Literal["transcribe", "converse", "off"] = "transcribe"  # what a voice clip does by default
+    answer_with_voice: bool = False  # also speak chat answers (per channel with /voice)
+    transcript_prompt: str | None = None  # a prompt that keeps punctuation and mixed Chinese and English
+    summary_chunk_chars: int = Field(6000, ge=500)  # map-reduce chunk size for /summarize-audio
+
+
 class SlackSettings(Section):
     """Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on this server."""
 
@@ -159,6 +171,13 @@ def default_engines() -> dict[str, EngineSettings]:
                               timeout_s=180, options={"provider": "local"}),
         "finetune": EngineSettings(impl="engines.finetune:FineTuneEngine", device="remote", queue_size=8,
                                    timeout_s=120),
+        # Whisper base (bundled) on the CPU; options.model = "large-v3" with device "cuda" on a GPU host,
+        # or impl = "engines.stt:OpenAITranscriptionEngine" for OpenAI's API.
+        "stt": EngineSettings(impl="engines.stt:WhisperEngine", max_batch=4, batch_wait_ms=50, queue_size=32,
+                              timeout_s=1800, memory_mb=400),
+        # Piper (English) and espeak-ng (other languages); impl = "engines.tts:AzureSpeechEngine" for Azure.
+        "tts": EngineSettings(impl="engines.tts:LocalSpeechEngine", max_batch=1, queue_size=32, timeout_s=300,
+                              memory_mb=250),
     }
 
 
@@ -197,6 +216,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = RateLimitSettings()
     responder: ResponderSettings = ResponderSettings()
     chat: ChatSettings = ChatSettings()
+    speech: SpeechSettings = SpeechSettings()
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
     pool: PoolSettings = PoolSettings()

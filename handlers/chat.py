@@ -86,6 +86,10 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
         await ctx.responder.typing()
         result = await stream_answer(ctx, config.engine, request, conversation, event.event_id)
         await record_usage(ctx, result, engine=config.engine)
+        if config.answer_with_voice and result.text.strip():
+            from handlers.speech import speak, upload_speech  # speech builds on chat, not the reverse
+
+            await upload_speech(ctx, await speak(ctx, event, result.text))
         if warning:
             await ctx.responder.send(warning)
         for call in await remember(ctx, config.memory, conversation, text):

@@ -17,7 +17,8 @@ from bot.settings import ChatSettings
 from storage.repositories.scoped import Scope
 
 MEMORY_STRATEGIES = ("buffer_window", "summary", "summary_buffer", "entity")
-OVERRIDABLE = ("persona", "engine", "model", "temperature", "max_tokens", "json_mode", "seed", "ban_words", "memory")
+OVERRIDABLE = ("persona", "engine", "model", "temperature", "max_tokens", "json_mode", "seed", "ban_words", "memory",
+               "answer_with_voice")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ChatConfig:
     seed: int | None = None
     ban_words: tuple[str, ...] = ()
     persona: str | None = None
+    answer_with_voice: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # key -> "default" | "workspace" | "channel"
 
     @property
@@ -46,9 +48,13 @@ def defaults(chat: ChatSettings) -> ChatConfig:
                       temperature=chat.temperature, max_tokens=chat.max_tokens)
 
 
+def with_speech_defaults(config: ChatConfig, answer_with_voice: bool) -> ChatConfig:
+    return replace(config, answer_with_voice=answer_with_voice)
+
+
 async def resolve(ctx: HandlerContext) -> ChatConfig:
     """The effective config for this event's channel."""
-    config = defaults(ctx.settings.chat)
+    config = with_speech_defaults(defaults(ctx.settings.chat), ctx.settings.speech.answer_with_voice)
     if ctx.identity is None:
         return config
     sources = {key: "default" for key in OVERRIDABLE}
