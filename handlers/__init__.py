@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import chat, chat_config, core, feedback, memory, usage
+from handlers import chat, chat_config, core, feedback, memory, speech, usage
 
 
 def build_router() -> Router:
@@ -15,4 +15,5 @@ def build_router() -> Router:
     memory.register(router)
     usage.register(router)
     feedback.register(router)
+    speech.register(router)
     return router

@@ -39,7 +39,8 @@ async def start_discord(app_factory: AppFactory, discord_stub: DiscordStub,
     with patch_discord(discord_stub):
         async def start(**overrides: Any) -> RunningApp:
             app = await app_factory(discord={"guild_ready_timeout_s": 0.05, **overrides},
-                                    rate_limit={"per_user_per_minute": 600, "burst": 100})
+                                    rate_limit={"per_user_per_minute": 600, "burst": 100},
+                                    speech={"voice_mode": "off"})  # voice clips echo what arrived
             started.append(app)
             return app
 

@@ -53,8 +53,9 @@ async def slack_stub() -> AsyncIterator[SlackStub]:
 async def slack_app(app_factory: AppFactory, slack_stub: SlackStub, monkeypatch: pytest.MonkeyPatch) -> RunningApp:
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    # voice_mode "off": voice clips go to the file handler, which echoes what arrived (no model here)
     return await app_factory(slack={"api_url": slack_stub.url, "min_post_interval_s": 0.0},
-                             rate_limit={"per_user_per_minute": 600, "burst": 100})
+                             rate_limit={"per_user_per_minute": 600, "burst": 100}, speech={"voice_mode": "off"})
 
 
 async def post(app: RunningApp, body: bytes, *, content_type: str = "application/json", secret: str = SECRET,

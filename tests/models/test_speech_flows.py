@@ -1,0 +1,90 @@
+"""Voice clips from the web page, Slack and Discord get their transcript; /speak answers with audio.
+Real Whisper and Piper; the platforms are the loopback stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from engines.base import EngineRequest
+from engines.tts import LocalSpeechEngine, SpeakRequest
+from tests.conftest import AppFactory
+from tests.support.discord_stub import DiscordStub, patch_discord
+from tests.support.slack_stub import SlackStub, app_mention, event_callback, sign
+from tests.support.web_client import Visitor
+
+pytestmark = pytest.mark.slow
+SENTENCE = "The quarterly report is ready for review."
+SECRET = "speech-signing-secret"
+
+
+@pytest.fixture(scope="module")
+def clips() -> dict[str, bytes]:
+    engine = LocalSpeechEngine()
+    engine.load()
+    try:
+        made = {}
+        for fmt in ("ogg", "mp3", "m4a"):
+            [speech] = engine.run([EngineRequest(SpeakRequest(SENTENCE, format=fmt))])  # type: ignore[list-item]
+            made[fmt] = speech.audio
+        return made
+    finally:
+        engine.unload()
+
+
+def heard(text: str) -> bool:
+    lowered = text.lower()
+    return "quarterly report" in lowered and "review" in lowered
+
+
+async def test_web_voice_clip_gets_its_transcript(app_factory: AppFactory, clips: dict[str, bytes]) -> None:
+    app = await app_factory()
+    async with Visitor(app.url) as v:
+        status, body = await v.upload("note.m4a", clips["m4a"])
+        assert status == 200, body
+        await v.send("", attachments=[body["id"]])
+        frame = await v.wait_for(lambda f: heard(f.get("text", "")), timeout=120)
+        assert frame["text"].startswith("🎙️")
+        mid = await v.send("/speak Good morning, team.")
+        audio = await v.wait_for(lambda f: f.get("type") == "file" and f.get("reply_to") == mid, timeout=120)
+        assert audio["mime"] == "audio/mpeg"
+
+
+async def test_slack_voice_clip_gets_its_transcript(
+    app_factory: AppFactory, clips: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-speech")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    async with SlackStub() as stub:
+        app = await app_factory(slack={"api_url": stub.url, "min_post_interval_s": 0.0})
+        file = stub.add_file("audio_message.mp3", clips["mp3"], "audio/mpeg")
+        body = json.dumps(event_callback(app_mention("<@UBOT>", channel="C1", files=[file]))).encode()
+        async with aiohttp.ClientSession() as http, http.post(
+            f"{app.url}/slack/events", data=body, headers={"Content-Type": "application/json", **sign(body, SECRET)}
+        ) as resp:
+            assert resp.status == 200
+        reply = await stub.wait_for_message("C1", where=lambda m: heard(m.get("text", "")), timeout=120)
+        assert reply["thread_ts"]
+        await app.stop()
+
+
+async def test_discord_voice_message_gets_its_transcript(
+    app_factory: AppFactory, clips: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISCORD_BOT_TOKEN", "discord-speech")
+    async with DiscordStub(token="discord-speech", heartbeat_interval_ms=500) as stub:
+        with patch_discord(stub):
+            app = await app_factory(discord={"guild_ready_timeout_s": 0.05})
+            try:
+                payload = await stub.voice_message(clips["ogg"], dm=True)
+                channel = int(payload["channel_id"])
+                deadline = asyncio.get_running_loop().time() + 120
+                while not any(heard(m.get("content") or "") for m in stub.sent_messages(channel)):
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.2)
+            finally:
+                await app.stop()
+
