@@ -13,6 +13,7 @@ from engines.base import EngineRequest
 from engines.tts import LocalSpeechEngine, SpeakRequest
 from tests.conftest import AppFactory
 from tests.support.discord_stub import DiscordStub, patch_discord
+from tests.support.openai_stub import OpenAIStub, Reply
 from tests.support.slack_stub import SlackStub, app_mention, event_callback, sign
 from tests.support.web_client import Visitor
 
@@ -88,3 +89,45 @@ async def test_discord_voice_message_gets_its_transcript(
             finally:
                 await app.stop()
 
+
+
+MEETING = [
+    "Good morning everyone, this is the weekly planning meeting for the payments team.",
+    "Lin will finish the refund service by Friday and send the release notes to the team.",
+    "Omar reported that the checkout error rate dropped to one percent after the last fix.",
+    "We agreed to move the database migration to next Tuesday evening.",
+    "Sara will write the test plan for the new invoice page before the next meeting.",
+    "The budget for cloud costs this quarter is twelve thousand dollars.",
+]
+
+
+async def test_summarize_audio_on_a_three_minute_recording(
+    app_factory: AppFactory, openai_stub: OpenAIStub
+) -> None:
+    engine = LocalSpeechEngine()
+    engine.load()
+    try:
+        text = " ".join(MEETING * 8)
+        [speech] = engine.run([EngineRequest(SpeakRequest(text, format="mp3"))])  # type: ignore[list-item]
+    finally:
+        engine.unload()
+    assert speech.duration_s >= 170  # about three minutes
+    openai_stub.script(Reply(text="Part summary."), Reply(text="Part summary."),
+                       Reply(text="The payments team planned the week.\nAction items:\n- Lin: refund service"))
+    app = await app_factory(speech={"summary_chunk_chars": 1500}, limits={"max_upload_mb": 10},
+                            responder={"stream_interval_s": 0.05, "progress_interval_s": 0.0})
+    async with Visitor(app.url) as v:
+        status, body = await v.upload("meeting.mp3", speech.audio)
+        assert status == 200, body
+        mid = await v.send("/summarize-audio", attachments=[body["id"]])
+        summary = await v.wait_for(lambda f: "Action items" in f.get("text", ""), timeout=240)
+        assert "3." in summary["text"] or "2." in summary["text"]  # the minutes
+        transcript = next(f for f in v.replies(mid) if f["type"] == "file")
+        assert transcript["name"] == "transcript.txt"
+        progress = [f for f in v.replies(mid) if f["type"] == "progress"]
+        assert len(progress) >= 3
+    calls = openai_stub.chat_requests()
+    mapped = [c for c in calls if c["messages"][0]["content"].startswith("Summarize this part")]
+    assert len(mapped) >= 2  # map-reduce over chunks
+    transcript_text = " ".join(c["messages"][1]["content"] for c in mapped).lower()
+    assert "refund" in transcript_text and "payments" in transcript_text

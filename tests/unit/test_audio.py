@@ -171,6 +171,7 @@ def test_clock() -> None:
 
 def test_falls_back_to_the_imageio_ffmpeg_build(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without ffmpeg on PATH the wheel's static build (a newer ffmpeg, other messages) does the same."""
+    bad = bad_inputs()  # made with the same encoder as in test_unreadable_input
     monkeypatch.setattr(audio.shutil, "which", lambda name: None)
     audio.ffmpeg_exe.cache_clear()
     try:
@@ -180,7 +181,7 @@ def test_falls_back_to_the_imageio_ffmpeg_build(monkeypatch: pytest.MonkeyPatch)
             assert decoded.duration_s == pytest.approx(1.0, abs=0.1)
         for kind in ("text", "truncated m4a", "image", "damaged mp3"):
             with pytest.raises(UnsupportedInput) as raised:
-                audio.decode(bad_inputs()[kind])
+                audio.decode(bad[kind])
             assert raised.value.key == "audio_unreadable", kind
         with pytest.raises(UnsupportedInput) as raised:
             audio.decode(audio.encode(tone(3.0), "ogg"), max_seconds=2)
