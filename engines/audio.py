@@ -1,9 +1,9 @@
 """Audio in and out through ffmpeg: decode any chat-platform recording to 16 kHz mono float32, encode
 samples for upload, probe a recording's length without decoding it, and find quiet cut points.
 
-ffmpeg comes from PATH, else from the `imageio-ffmpeg` wheel. Bytes go through stdin/stdout; only an
-MP4/M4A whose index (`moov`) follows its data is written to a temporary file, because ffmpeg must seek
-to read it. Every function here blocks: call them from engine worker threads, never on the event loop.
+ffmpeg comes from PATH, else from the `imageio-ffmpeg` wheel. Bytes go through stdin/stdout; temporary
+files only where ffmpeg must seek: reading an MP4/M4A whose index (`moov`) follows its data, and writing
+m4a. Every function here blocks: call them from engine worker threads, never on the event loop.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ silence, bad files, limits, cancellation; and the OpenAI engine against a loopba
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,10 @@ import pytest_asyncio
 from aiohttp import web
 
 from bot.errors import UnsupportedInput, UserFacingError
+from bot.settings import EngineSettings, PoolSettings
 from engines import audio
-from engines.base import EngineRequest
+from engines.base import EngineRequest, NullRecorder
+from engines.pool import create_pool
 from engines.stt import OpenAITranscriptionEngine, Segment, TranscribeRequest, Transcript, WhisperEngine
 
 pytestmark = pytest.mark.slow
@@ -208,6 +211,28 @@ def test_cancelled_job_stops_between_chunks(engine: WhisperEngine, speaker: Spea
 def test_wrong_payload_type(engine: WhisperEngine) -> None:
     [result] = engine.run([EngineRequest("not a request")])
     assert isinstance(result, TypeError)
+
+
+async def test_through_the_pool(engine: WhisperEngine, speaker: Speaker) -> None:
+    """Voice clips sent at once share one batch on one loaded model; progress reaches the caller."""
+    settings = EngineSettings(impl="engines.stt:WhisperEngine", max_batch=4, batch_wait_ms=200,
+                              options={"cache_dir": str(engine.cache_dir)})
+    pool = create_pool({"stt": settings}, PoolSettings(), NullRecorder())
+    await pool.start()
+    seen: list[list[float]] = [[] for _ in SENTENCES]
+
+    def progress(n: int) -> Callable[[float, str], None]:
+        return lambda fraction, note: seen[n].append(fraction)
+
+    try:
+        results = await asyncio.gather(*(
+            pool.run("stt", TranscribeRequest(audio.encode(speaker.say(s), "ogg")), progress=progress(n))
+            for n, s in enumerate(SENTENCES)))
+    finally:
+        await pool.close()
+    for sentence, result in zip(SENTENCES, results, strict=True):
+        assert isinstance(result, Transcript) and wer(sentence, result.text) <= 0.15
+    assert all(fractions and fractions[-1] == 1.0 for fractions in seen)
 
 
 # -- OpenAI's transcription API, against a loopback stand-in -----------------------------------------------
