@@ -286,24 +286,27 @@ class ChatEngine:
         return [t if isinstance(t, int) else int(t["id"]) for t in tokens or []]
 
 
-def provider_error(e: Exception) -> Exception:
-    """A provider failure as a message the user can act on (after the SDK's own retries)."""
+def provider_error(e: Exception, service: str = "llm") -> Exception:
+    """An OpenAI-SDK failure (after the SDK's own retries) as a message the user can act on.
+
+    `service` picks the message family: "llm" (chat) or "stt" (transcription).
+    """
     import openai
 
     if isinstance(e, UserFacingError):
         return e
     if isinstance(e, openai.RateLimitError):
-        return UserFacingError("llm_rate_limited")
+        return UserFacingError(f"{service}_rate_limited")
     if isinstance(e, openai.APITimeoutError):
-        return UserFacingError("llm_timeout")
+        return UserFacingError(f"{service}_timeout")
     if isinstance(e, openai.APIConnectionError):
-        return UserFacingError("llm_unreachable")
+        return UserFacingError(f"{service}_unreachable")
     if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
-        return UserFacingError("llm_auth")
+        return UserFacingError(f"{service}_auth")
     if isinstance(e, openai.APIStatusError):
         if e.status_code >= 500:
-            return UserFacingError("llm_provider_error", status=e.status_code)
-        return UserFacingError("llm_bad_request", status=e.status_code, detail=_short(e.message))
+            return UserFacingError(f"{service}_provider_error", status=e.status_code)
+        return UserFacingError(f"{service}_bad_request", status=e.status_code, detail=_short(e.message))
     return e
 
 

@@ -357,18 +357,6 @@ def _language_code(name: str | None) -> str | None:
 
 def api_error(e: Exception) -> Exception:
     """An API failure (after the SDK's own retries) as a message the user can act on."""
-    import openai
+    from engines.llm import provider_error
 
-    if isinstance(e, openai.RateLimitError):
-        return UserFacingError("stt_rate_limited")
-    if isinstance(e, openai.APITimeoutError):
-        return UserFacingError("stt_timeout")
-    if isinstance(e, openai.APIConnectionError):
-        return UserFacingError("stt_unreachable")
-    if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
-        return UserFacingError("stt_auth")
-    if isinstance(e, openai.APIStatusError):
-        if e.status_code >= 500:
-            return UserFacingError("stt_provider_error", status=e.status_code)
-        return UserFacingError("stt_bad_request", status=e.status_code, detail=" ".join(str(e.message).split())[:200])
-    return e
+    return provider_error(e, service="stt")
