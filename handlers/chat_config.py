@@ -13,12 +13,12 @@ from bot.context import HandlerContext
 from bot.errors import UserFacingError
 from bot.events import IncomingEvent
 from bot.router import Option, OptionType, Router
-from bot.settings import ChatSettings
+from bot.settings import ChatSettings, SpeechSettings
 from storage.repositories.scoped import Scope
 
 MEMORY_STRATEGIES = ("buffer_window", "summary", "summary_buffer", "entity")
 OVERRIDABLE = ("persona", "engine", "model", "temperature", "max_tokens", "json_mode", "seed", "ban_words", "memory",
-               "answer_with_voice")
+               "answer_with_voice", "voice_mode")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class ChatConfig:
     ban_words: tuple[str, ...] = ()
     persona: str | None = None
     answer_with_voice: bool = False
+    voice_mode: str = "transcribe"
     sources: dict[str, str] = field(default_factory=dict)  # key -> "default" | "workspace" | "channel"
 
     @property
@@ -48,13 +49,13 @@ def defaults(chat: ChatSettings) -> ChatConfig:
                       temperature=chat.temperature, max_tokens=chat.max_tokens)
 
 
-def with_speech_defaults(config: ChatConfig, answer_with_voice: bool) -> ChatConfig:
-    return replace(config, answer_with_voice=answer_with_voice)
+def with_speech_defaults(config: ChatConfig, speech: SpeechSettings) -> ChatConfig:
+    return replace(config, answer_with_voice=speech.answer_with_voice, voice_mode=speech.voice_mode)
 
 
 async def resolve(ctx: HandlerContext) -> ChatConfig:
     """The effective config for this event's channel."""
-    config = with_speech_defaults(defaults(ctx.settings.chat), ctx.settings.speech.answer_with_voice)
+    config = with_speech_defaults(defaults(ctx.settings.chat), ctx.settings.speech)
     if ctx.identity is None:
         return config
     sources = {key: "default" for key in OVERRIDABLE}

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from bot.context import HandlerContext
 from bot.errors import UserFacingError
@@ -15,7 +14,7 @@ from engines.llm import ChatRequest, ChatResult
 from engines.stt import TranscribeRequest, Transcript
 from engines.tts import SpeakRequest, Speech
 from handlers.chat import chat_turn
-from handlers.chat_config import set_channel
+from handlers.chat_config import resolve, set_channel
 from handlers.usage import record_usage
 
 AUDIO_FORMAT = {"discord": "ogg", "slack": "mp3", "web": "mp3"}
@@ -60,7 +59,7 @@ async def upload_speech(ctx: HandlerContext, speech: Speech, caption: str | None
 
 async def voice_clip(event: IncomingEvent, ctx: HandlerContext) -> None:
     """A voice clip: transcribed; in "converse" channels answered as if typed (and spoken when set)."""
-    mode = await _channel_value(ctx, "voice_mode", ctx.settings.speech.voice_mode)
+    mode = (await resolve(ctx)).voice_mode
     if mode == "off":
         from handlers.core import attachment_received
 
@@ -71,16 +70,6 @@ async def voice_clip(event: IncomingEvent, ctx: HandlerContext) -> None:
     if mode == "converse":
         typed = dataclasses.replace(event, kind=EventKind.MESSAGE, text=transcript.text.strip(), attachments=())
         await chat_turn(typed, ctx)
-
-
-async def _channel_value(ctx: HandlerContext, key: str, default: Any) -> Any:
-    if ctx.identity is None:
-        return default
-    for scope, scope_id in (("channel", ctx.identity.channel_pk), ("workspace", ctx.identity.workspace_pk)):
-        values = await ctx.store.scoped.get(scope, scope_id)  # type: ignore[arg-type]
-        if key in values:
-            return values[key]
-    return default
 
 
 async def transcribe_command(event: IncomingEvent, ctx: HandlerContext) -> None:
@@ -140,9 +129,9 @@ async def voice_command(event: IncomingEvent, ctx: HandlerContext) -> None:
         await set_channel(ctx, event, "voice_mode", args["mode"])
     if "answer_with_voice" in args:
         await set_channel(ctx, event, "answer_with_voice", bool(args["answer_with_voice"]))
-    mode = await _channel_value(ctx, "voice_mode", ctx.settings.speech.voice_mode)
-    spoken = await _channel_value(ctx, "answer_with_voice", ctx.settings.speech.answer_with_voice)
-    await ctx.responder.send(ctx.t("voice_settings", mode=mode, spoken=ctx.t("yes" if spoken else "no")))
+    config = await resolve(ctx)
+    await ctx.responder.send(ctx.t("voice_settings", mode=config.voice_mode,
+                                   spoken=ctx.t("yes" if config.answer_with_voice else "no")))
 
 
 def register(router: Router) -> None:

@@ -131,3 +131,16 @@ async def test_summarize_audio_on_a_three_minute_recording(
     assert len(mapped) >= 2  # map-reduce over chunks
     transcript_text = " ".join(c["messages"][1]["content"] for c in mapped).lower()
     assert "refund" in transcript_text and "payments" in transcript_text
+
+
+async def test_converse_mode_answers_a_voice_clip_as_if_typed(
+    app_factory: AppFactory, clips: dict[str, bytes], openai_stub: OpenAIStub
+) -> None:
+    app = await app_factory()
+    async with Visitor(app.url) as v:
+        mid = await v.send("/voice converse")
+        await v.reply(mid, contains="converse")
+        status, body = await v.upload("note.ogg", clips["ogg"])
+        assert status == 200, body
+        await v.send("", attachments=[body["id"]])
+        await v.wait_for(lambda f: heard(f.get("text", "")) and f.get("text", "").startswith("echo:"), timeout=120)
