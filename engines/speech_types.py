@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-import shutil
 import subprocess
 import tempfile
 import wave
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bot.errors import UnsupportedInput, UserFacingError
+from engines.audio import ffmpeg_exe
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,6 @@ def _lang_tag(language: str | None) -> str | None:
 
 
 # -- audio ------------------------------------------------------------------------------------------
-def _ffmpeg() -> str:
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
-
-    return str(imageio_ffmpeg.get_ffmpeg_exe())
-
-
 _ENCODE = {
     "ogg": ["-c:a", "libopus", "-b:a", "32k", "-ar", "48000", "-f", "ogg"],
     "mp3": ["-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3"],
@@ -137,7 +128,7 @@ def encode_audio(wav: bytes, fmt: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
         src, dst = Path(tmp, "in.wav"), Path(tmp, f"out.{fmt}")
         src.write_bytes(wav)
-        cmd = [_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(src), *_ENCODE[fmt], str(dst)]
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(src), *_ENCODE[fmt], str(dst)]
         done = subprocess.run(cmd, capture_output=True, timeout=300, check=False)
         if done.returncode != 0 or not dst.exists():
             raise RuntimeError(f"ffmpeg could not encode {fmt}: {done.stderr.decode(errors='replace')[-300:]}")
