@@ -37,6 +37,8 @@ class Services:
     metrics: Metrics
     tasks: TaskTracker
     locks: ConversationLocks = field(default_factory=ConversationLocks)
+    # What a feature builds once per process on first use (e.g. a calibrated classifier), by feature name.
+    features: dict[str, Any] = field(default_factory=dict)
     # Set by the composition root once the dispatcher exists; lets a handler run a derived event.
     dispatch: Callable[[IncomingEvent, Responder], Awaitable[None]] = field(default=_not_ready, repr=False)
 

@@ -79,6 +79,7 @@ class IncomingEvent:
     is_dm: bool = False
     from_bot: bool = False
     from_self: bool = False
+    message_ref: str | None = None  # the platform's id of the message (Slack ts, Discord id): for links to it
     action_id: str | None = None
     action_value: str | None = None
     received_at: float = field(default_factory=time.monotonic, compare=False)

@@ -56,6 +56,8 @@ class Responder(Protocol):
 
     async def card(self, title: str, text: str, *, buttons: Sequence[Button] = ()) -> list[str]: ...
 
+    async def link(self, channel_id: str, message_ref: str) -> str | None: ...
+
 
 def progress_bar(fraction: float, width: int = 20) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
@@ -133,6 +135,10 @@ class BaseResponder:
     async def card(self, title: str, text: str, *, buttons: Sequence[Button] = ()) -> list[str]:
         """A rich result with a title (an embed on Discord); plain platforms get a bold title line."""
         return await self.send(f"*{title}*\n{text}", buttons=buttons)
+
+    async def link(self, channel_id: str, message_ref: str) -> str | None:
+        """A URL that opens that message on the platform, or None where there is none."""
+        return None
 
 
 class StreamContext:

@@ -172,8 +172,9 @@ class Router:
     def parse_args(self, cmd: Command, text: str, attachments: Sequence[Attachment]) -> dict[str, Any]:
         """Typed options from a command line such as `a red fox steps:20 --seed 7`.
 
-        Named options are `name:value`, `name=value` or `--name value`; the remaining words
-        fill the other options in order, the last text option taking the rest of the line.
+        Named options are `name:value`, `name=value` or `--name value`; a leading word that is one of
+        an option's choices fills it; the remaining words fill the other options in order, the first
+        free-text option taking the rest of the line.
         """
         by_name = {o.name: o for o in cmd.options}
         try:
@@ -204,7 +205,12 @@ class Router:
                 positional.append(tok)
             i += 1
         free = [o for o in cmd.options if o.name not in raw and o.type != OptionType.ATTACHMENT]
-        text_opt = next((o for o in free if o.type == OptionType.TEXT), None)
+        # A leading word that is one of an option's choices fills that option (`/docs remove old.pdf`).
+        for opt in free:
+            if opt.choices and positional and positional[0].lower() in {c.lower() for c in opt.choices}:
+                raw[opt.name] = positional.pop(0)
+        free = [o for o in free if o.name not in raw]
+        text_opt = next((o for o in free if o.type == OptionType.TEXT and not o.choices), None)
         if text_opt is not None and positional:
             # Free words are the text (a prompt, a question); other options go by name.
             raw[text_opt.name] = " ".join(positional)

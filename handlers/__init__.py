@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import chat, chat_config, core, feedback, memory, speech, usage
+from handlers import analytics, chat, chat_config, core, docs, feedback, memory, speech, usage
 
 
 def build_router() -> Router:
@@ -16,4 +16,6 @@ def build_router() -> Router:
     usage.register(router)
     feedback.register(router)
     speech.register(router)
+    docs.register(router)
+    analytics.register(router)
     return router

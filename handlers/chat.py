@@ -67,11 +67,18 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
         notices.append(ctx.t("message_truncated", length=len(text), limit=chat.max_input_chars))
         text = text[: chat.max_input_chars]
     config = await resolve(ctx)
+    if config.docs_mode and event.kind == EventKind.MESSAGE:
+        from handlers.docs import docs_mode_message  # documents build on chat, not the reverse
+
+        await docs_mode_message(event, ctx)
+        return
     conversation = await ctx.store.conversations.current(ctx.identity, event.conversation_key)
     async with ctx.services.locks.get(conversation):
         warning = await check_budget(ctx)  # inside the lock: the previous turn's cost is already counted
         # The user's words are kept first, so nothing is lost if the model then fails.
-        user_message = await ctx.store.messages.add(conversation, "user", text, await count_tokens(ctx, text))
+        meta = {"ref": event.message_ref, "channel": event.channel_id} if event.message_ref else None
+        user_message = await ctx.store.messages.add(conversation, "user", text, await count_tokens(ctx, text),
+                                                    meta=meta)
         state = await load_state(ctx, config.memory, conversation, user_message)
         bias = await logit_bias(ctx, config.ban_words)
         if config.ban_words and bias is None:

@@ -13,12 +13,12 @@ from bot.context import HandlerContext
 from bot.errors import UserFacingError
 from bot.events import IncomingEvent
 from bot.router import Option, OptionType, Router
-from bot.settings import ChatSettings, SpeechSettings
+from bot.settings import ChatSettings, Settings
 from storage.repositories.scoped import Scope
 
 MEMORY_STRATEGIES = ("buffer_window", "summary", "summary_buffer", "entity")
 OVERRIDABLE = ("persona", "engine", "model", "temperature", "max_tokens", "json_mode", "seed", "ban_words", "memory",
-               "answer_with_voice", "voice_mode")
+               "answer_with_voice", "voice_mode", "docs_mode")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class ChatConfig:
     persona: str | None = None
     answer_with_voice: bool = False
     voice_mode: str = "transcribe"
+    docs_mode: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # key -> "default" | "workspace" | "channel"
 
     @property
@@ -49,13 +50,15 @@ def defaults(chat: ChatSettings) -> ChatConfig:
                       temperature=chat.temperature, max_tokens=chat.max_tokens)
 
 
-def with_speech_defaults(config: ChatConfig, speech: SpeechSettings) -> ChatConfig:
-    return replace(config, answer_with_voice=speech.answer_with_voice, voice_mode=speech.voice_mode)
+def with_service_defaults(config: ChatConfig, settings: Settings) -> ChatConfig:
+    speech = settings.speech
+    return replace(config, answer_with_voice=speech.answer_with_voice, voice_mode=speech.voice_mode,
+                   docs_mode=settings.docs.docs_mode)
 
 
 async def resolve(ctx: HandlerContext) -> ChatConfig:
     """The effective config for this event's channel."""
-    config = with_speech_defaults(defaults(ctx.settings.chat), ctx.settings.speech)
+    config = with_service_defaults(defaults(ctx.settings.chat), ctx.settings)
     if ctx.identity is None:
         return config
     sources = {key: "default" for key in OVERRIDABLE}

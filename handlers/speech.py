@@ -10,12 +10,11 @@ from bot.context import HandlerContext
 from bot.errors import UserFacingError
 from bot.events import Attachment, EventKind, IncomingEvent
 from bot.router import Option, OptionType, Router
-from engines.llm import ChatRequest, ChatResult
 from engines.stt import TranscribeRequest, Transcript
 from engines.tts import SpeakRequest, Speech
 from handlers.chat import chat_turn
 from handlers.chat_config import resolve, set_channel
-from handlers.usage import record_usage
+from handlers.summarize import tree_summarize
 
 AUDIO_FORMAT = {"discord": "ogg", "slack": "mp3", "web": "mp3"}
 MAP_PROMPT = "Summarize this part of a meeting transcript in a few bullet points. Keep names, numbers and decisions."
@@ -85,36 +84,14 @@ async def transcribe_command(event: IncomingEvent, ctx: HandlerContext) -> None:
         await ctx.responder.send(transcript.text.strip())
 
 
-def chunks(text: str, size: int) -> list[str]:
-    """Split a transcript at sentence ends into pieces of about `size` characters."""
-    pieces, current = [], ""
-    for sentence in text.replace("。", "。\n").replace(". ", ".\n").split("\n"):
-        if current and len(current) + len(sentence) > size:
-            pieces.append(current)
-            current = ""
-        current += sentence + " "
-    if current.strip():
-        pieces.append(current)
-    return pieces
-
-
-async def _llm(ctx: HandlerContext, system: str, text: str) -> ChatResult:
-    result: ChatResult = await ctx.pool.run(ctx.settings.chat.engine, ChatRequest(
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": text}],
-        model=ctx.settings.chat.model, temperature=0.2, max_tokens=400))
-    await record_usage(ctx, result)
-    return result
-
-
 async def summarize_audio(event: IncomingEvent, ctx: HandlerContext) -> None:
     transcript = await transcribe(ctx, _audio(event, ctx))
     await ctx.responder.upload(transcript.text.encode(), "transcript.txt", "text/plain",
                                caption=ctx.t("transcript_caption", language=transcript.language))
-    parts = chunks(transcript.text, ctx.settings.speech.summary_chunk_chars)
-    partials = [(await _llm(ctx, MAP_PROMPT, part)).text for part in parts] if len(parts) > 1 else parts
-    summary = await _llm(ctx, REDUCE_PROMPT, "\n\n".join(partials))
+    summary = await tree_summarize(ctx, transcript.text, MAP_PROMPT, REDUCE_PROMPT,
+                                   ctx.settings.speech.summary_chunk_chars)
     await ctx.responder.send(ctx.t("audio_summary", minutes=round(transcript.duration_s / 60, 1),
-                                   summary=summary.text.strip()))
+                                   summary=summary))
 
 
 async def speak_command(event: IncomingEvent, ctx: HandlerContext) -> None:

@@ -26,12 +26,14 @@ from storage.repositories import (
     AuditRepository,
     BlobRepository,
     ConversationRepository,
+    DocumentRepository,
     EventRepository,
     IdentityRepository,
     InstallationRepository,
     JobRepository,
     MemoryRepository,
     MessageRepository,
+    MessageVectorRepository,
     ScopedSettingRepository,
     StateRepository,
     UsageRepository,
@@ -112,6 +114,8 @@ class Store:
         self.memory = MemoryRepository(self.sessions)
         self.installations = InstallationRepository(self.sessions)
         self.state = StateRepository(self.sessions)
+        self.documents = DocumentRepository(self.sessions)
+        self.message_vectors = MessageVectorRepository(self.sessions)
 
     @property
     def embedded(self) -> bool:

@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -287,3 +288,71 @@ class AppState(Base):
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[Any] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = _created()
+
+
+class Document(Base):
+    """A document in a knowledge base: a channel's (channel_id set) or the whole workspace's (NULL).
+
+    `sha256` is of the extracted text, so the same document uploaded twice in one scope is found.
+    """
+
+    __tablename__ = "document"
+    __table_args__ = (Index(None, "workspace_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channel.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(Text)
+    pages: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    chunks: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    chars: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    added_by: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class DocChunk(Base):
+    """One passage of a document, with its embedding and the text full-text search reads.
+
+    `workspace_id`/`channel_id` repeat the document's scope so every search filters on this table alone.
+    `embedding` has no fixed dimension: each embedding model gets its own partial HNSW index over
+    `embedding::vector(dim)` (made at runtime by `DocumentRepository.ensure_index`), so switching models
+    never mixes vectors. `search_text` is the text with Chinese split into words (jieba), lower-cased.
+    """
+
+    __tablename__ = "doc_chunk"
+    __table_args__ = (Index(None, "document_id"), Index(None, "workspace_id", "channel_id"))
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("document.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channel.id", ondelete="CASCADE"))
+    ord: Mapped[int] = mapped_column(Integer)
+    page: Mapped[int | None] = mapped_column(Integer)
+    section: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    search_text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[Any] = mapped_column(Vector())
+
+
+class MessageEmbedding(Base):
+    """A chat message's embedding, for /similar and /topics (filled lazily, per embedding model)."""
+
+    __tablename__ = "message_embedding"
+    __table_args__ = (PrimaryKeyConstraint("message_id", "model"), Index(None, "channel_id", "model"))
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(Text)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channel.id", ondelete="CASCADE"))
+    embedding: Mapped[Any] = mapped_column(Vector())
+
+
+# Full-text search over the jieba-segmented text; queries must use the same expression.
+FTS_CONFIG = "simple"
+Index("ix_doc_chunk_fts", func.to_tsvector(text(f"'{FTS_CONFIG}'::regconfig"), DocChunk.search_text),
+      postgresql_using="gin")

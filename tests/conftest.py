@@ -111,13 +111,17 @@ async def openai_stub() -> AsyncIterator[OpenAIStub]:
 
 
 def stub_engines(stub: OpenAIStub) -> dict[str, EngineSettings]:
-    """The chat and fine-tuning engines pointed at the stand-in."""
+    """The chat, fine-tuning and embeddings engines pointed at the stand-in."""
     return {
         "llm": EngineSettings(impl="engines.llm:ChatEngine", device="remote", max_batch=8, concurrency=4,
                               options={"provider": "openai", "base_url": f"{stub.url}/v1", "model": "gpt-4o-mini",
                                        "max_retries": 2, "timeout_s": 10}),
         "finetune": EngineSettings(impl="engines.finetune:FineTuneEngine", device="remote",
                                    options={"base_url": f"{stub.url}/v1", "max_retries": 0}),
+        # The stand-in's embeddings are hashed bags of words: fast, deterministic, lexical.
+        "embeddings": EngineSettings(impl="engines.embeddings:OpenAIEmbeddingEngine", device="remote", max_batch=16,
+                                     options={"base_url": f"{stub.url}/v1", "model": "text-embedding-3-small",
+                                              "dimensions": 64}),
     }
 
 

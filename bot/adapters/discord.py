@@ -166,6 +166,7 @@ class DiscordAdapter:
             channel_id=str(message.channel.id), user_id=str(message.author.id), user_name=message.author.display_name,
             thread_id=str(thread) if thread else None, is_dm=message.guild is None, attachments=attachments,
             locale=normalize_locale(str(message.guild.preferred_locale)) if message.guild else None, raw=message,
+            message_ref=str(message.id),
         )
         parsed = split_command(text)
         if parsed:

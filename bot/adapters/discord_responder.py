@@ -51,6 +51,10 @@ class DiscordResponder(BaseResponder):
         self.locale = locale
         self._messages: dict[str, discord.Message] = {}
 
+    async def link(self, channel_id: str, message_ref: str) -> str | None:
+        guild = getattr(self.channel, "guild", None)
+        return f"https://discord.com/channels/{guild.id if guild else '@me'}/{channel_id}/{message_ref}"
+
     async def _send(self, **kwargs: Any) -> discord.Message:
         view = kwargs.get("view")
         try:

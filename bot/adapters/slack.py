@@ -212,7 +212,7 @@ class SlackAdapter:
         parsed = split_command(text)
         common = dict(platform="slack", event_id=body.get("event_id") or f"{event['channel']}:{event.get('ts')}",
                       workspace_id=team, channel_id=event["channel"], user_id=event["user"], thread_id=thread,
-                      is_dm=is_dm, attachments=attachments, raw=body)
+                      is_dm=is_dm, attachments=attachments, message_ref=event.get("ts"), raw=body)
         if parsed:
             incoming = IncomingEvent(kind=EventKind.COMMAND, command=parsed[0], text=parsed[1], **common)
         else:

@@ -78,6 +78,14 @@ class SlackResponder(BaseResponder):
         self.pacer = pacer
         self.ephemeral_errors = ephemeral_errors
 
+    async def link(self, channel_id: str, message_ref: str) -> str | None:
+        try:
+            resp = await self.client.chat_getPermalink(channel=channel_id, message_ts=message_ref)
+        except Exception as e:  # a deleted message or a missing scope: no link, not an error
+            log.info("chat.getPermalink failed: %s", type(e).__name__)
+            return None
+        return str(resp.get("permalink") or "") or None
+
     async def _post(self, text: str, buttons: Sequence[Button]) -> str:
         await self.pacer.wait(self.channel)
         text = to_mrkdwn(text)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from storage.repositories.audit import AuditRepository, AuditRow
 from storage.repositories.blobs import BlobKind, BlobRepository, BlobRow
 from storage.repositories.conversations import ConversationRepository
+from storage.repositories.documents import ChunkHit, ChunkIn, DocumentRepository, DocumentRow
 from storage.repositories.events import EventRepository
 from storage.repositories.identity import Identity, IdentityRepository, Role
 from storage.repositories.installations import InstallationRepository
 from storage.repositories.jobs import JobRepository, JobRow
 from storage.repositories.memory import FactRow, MemoryRepository, Summary
+from storage.repositories.message_vectors import MessageHit, MessageVector, MessageVectorRepository
 from storage.repositories.messages import MessageRepository, MessageRow
 from storage.repositories.scoped import Scope, ScopedSettingRepository
 from storage.repositories.state import StateRepository
@@ -21,7 +23,11 @@ __all__ = [
     "BlobKind",
     "BlobRepository",
     "BlobRow",
+    "ChunkHit",
+    "ChunkIn",
     "ConversationRepository",
+    "DocumentRepository",
+    "DocumentRow",
     "EventRepository",
     "FactRow",
     "Identity",
@@ -30,8 +36,11 @@ __all__ = [
     "JobRepository",
     "JobRow",
     "MemoryRepository",
+    "MessageHit",
     "MessageRepository",
     "MessageRow",
+    "MessageVector",
+    "MessageVectorRepository",
     "Role",
     "Scope",
     "ScopedSettingRepository",

@@ -87,7 +87,7 @@ async def test_autocomplete_shows_and_filters_commands(open_chat: OpenChat) -> N
     await expect(popup).to_be_hidden()
 
 
-async def test_uploaded_text_file_is_acknowledged(open_chat: OpenChat) -> None:
+async def test_uploaded_document_joins_the_knowledge_base(open_chat: OpenChat) -> None:
     page = await open_chat()
     await page.get_by_test_id("file-input").set_input_files(
         files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"Meeting notes: ship on Friday.\n"}]
@@ -99,7 +99,7 @@ async def test_uploaded_text_file_is_acknowledged(open_chat: OpenChat) -> None:
     await page.get_by_test_id("send").click()  # no text: the file alone is a message
     await expect(page.get_by_test_id("user-message").last.get_by_test_id("sent-attachment")).to_contain_text(
         "notes.txt")
-    await expect(bot_message(page, "notes.txt")).to_contain_text("Received")
+    await expect(bot_message(page, "notes.txt")).to_contain_text("Added to the knowledge base")
     await expect(chip).to_have_count(0)
 
 

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import mimetypes
+import re
 import secrets
 import string
 import time
@@ -599,6 +600,7 @@ class SlackStub:
             "chat.update": self._update,
             "chat.delete": self._delete,
             "chat.postEphemeral": self._post_ephemeral,
+            "chat.getPermalink": self._permalink,
             "reactions.add": self._reactions_add,
             "assistant.threads.setStatus": self._set_status,
             "files.getUploadURLExternal": self._get_upload_url,
@@ -1215,6 +1217,14 @@ class SlackStub:
         if has_more:
             body["response_metadata"] = {"next_cursor": _offset_cursor(start + limit)}
         return body
+
+    def _permalink(self, params: JSON, identity: Identity) -> JSON:
+        channel = self._channel(params.get("channel"))
+        ts = str(params.get("message_ts", ""))
+        if not re.fullmatch(r"\d+\.\d+", ts):
+            raise ApiError("message_not_found")
+        return {"channel": channel["id"],
+                "permalink": f"https://stub.slack.com/archives/{channel['id']}/p{ts.replace('.', '')}"}
 
     def _conversations_info(self, params: JSON, identity: Identity) -> JSON:
         channel = dict(self._channel(params.get("channel")))
