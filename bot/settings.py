@@ -136,7 +136,15 @@ class DocsSettings(Section):
     embed_batch: int = Field(32, ge=1)  # passages per embeddings request while adding a document
     top_k: int = Field(5, ge=1, le=20)  # passages an answer is grounded on
     candidates: int = Field(20, ge=1)  # per retriever (vectors, words) before fusion
-    min_similarity: float = Field(0.80, ge=-1, le=1)  # below this best cosine: "not in your documents"
+    # Is anything relevant? A passage this similar (cosine) to the question is enough on its own; a less
+    # similar one down to `min_similarity_with_words` is enough when it also shares `min_shared_words` words.
+    # Tuned for the bundled model (language-neutral E5) on tests/data/rag_corpus; other models need their own.
+    min_similarity: float = Field(0.805, ge=-1, le=1)
+    min_similarity_with_words: float = Field(0.775, ge=-1, le=1)
+    min_shared_words: int = Field(1, ge=1)
+    # A full-text hit joins the vector hits only if it has at least this share of the question's words:
+    # weaker keyword hits crowd out the right passage in the other language.
+    word_coverage: float = Field(0.5, ge=0, le=1)
     answer_max_tokens: int = Field(600, ge=16)
     docs_mode: bool = False  # answer plain messages from documents (per channel with /docs mode)
     summary_chunk_chars: int = Field(4000, ge=500)  # /summarize: tree summary of pieces this size

@@ -20,7 +20,16 @@ from engines.embeddings import Embeddings, EmbedRequest, Kind
 from engines.llm import ChatRequest, ChatResult
 from handlers.chat_config import WORKSPACE, resolve, set_channel
 from handlers.core import attachment_received
-from handlers.retrieval import Passage, cited, fuse, grounded_messages, query_terms, segment, source_label
+from handlers.retrieval import (
+    Passage,
+    cited,
+    fuse,
+    grounded_messages,
+    query_terms,
+    segment,
+    shared_words,
+    source_label,
+)
 from handlers.summarize import tree_summarize
 from handlers.usage import record_usage
 from storage.repositories import ChunkIn, DocumentRow
@@ -173,16 +182,22 @@ async def remove_document(event: IncomingEvent, ctx: HandlerContext, ref: str) -
 # -- /ask -------------------------------------------------------------------------------------------------------------
 
 
-async def retrieve(ctx: HandlerContext, question: str) -> tuple[list[Passage], float]:
-    """The passages for a question (hybrid, fused) and the best cosine similarity seen."""
+async def retrieve(ctx: HandlerContext, question: str) -> tuple[list[Passage], bool]:
+    """The passages for a question (hybrid, fused), and whether any is relevant enough to answer from."""
     assert ctx.identity is not None
     docs = ctx.settings.docs
     query = await embed(ctx, [question], "query")
     ws, ch = ctx.identity.workspace_pk, ctx.identity.channel_pk
+    terms = query_terms(question)
     by_vector = await ctx.store.documents.search_vector(ws, ch, query.model, query.vectors[0], docs.candidates)
-    by_words = await ctx.store.documents.search_words(ws, ch, query_terms(question), docs.candidates)
-    best = max((h.score for h in by_vector), default=-1.0)
-    return fuse(by_vector, by_words, docs.top_k), best
+    by_words = [h for h in await ctx.store.documents.search_words(ws, ch, terms, docs.candidates)
+                if shared_words(terms, h.text) >= docs.word_coverage * len(terms)]
+    passages = fuse(by_vector, by_words, docs.top_k)
+    relevant = any(p.similarity is not None and (
+        p.similarity >= docs.min_similarity
+        or (p.similarity >= docs.min_similarity_with_words and shared_words(terms, p.hit.text) >= docs.min_shared_words)
+    ) for p in passages)
+    return passages, relevant
 
 
 async def answer_question(event: IncomingEvent, ctx: HandlerContext, question: str, quotes: bool = False) -> None:
@@ -191,8 +206,8 @@ async def answer_question(event: IncomingEvent, ctx: HandlerContext, question: s
         raise UserFacingError("ask_empty")
     if not await ctx.store.documents.count_chunks(ctx.identity.workspace_pk, ctx.identity.channel_pk):
         raise UserFacingError("docs_none", formats=", ".join(SUPPORTED))
-    passages, best = await retrieve(ctx, question)
-    if not passages or best < ctx.settings.docs.min_similarity:
+    passages, relevant = await retrieve(ctx, question)
+    if not relevant:
         await ctx.responder.send(ctx.t("ask_not_found"))
         return
     config = await resolve(ctx)

@@ -73,6 +73,12 @@ def query_terms(question: str) -> list[str]:
     return list(dict.fromkeys(terms))
 
 
+def shared_words(terms: Sequence[str], text: str) -> int:
+    """How many of the question's `terms` the text contains."""
+    present = set(words(text))
+    return sum(1 for term in terms if term in present)
+
+
 @dataclass(frozen=True)
 class Passage:
     """A retrieved passage with its fused rank score and its cosine similarity (None: found by words only)."""

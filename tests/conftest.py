@@ -137,7 +137,8 @@ async def app_factory(tmp_path: Path, database_url: str, openai_stub: OpenAIStub
 
     running: list[RunningApp] = []
 
-    async def make(**overrides: Any) -> RunningApp:
+    async def make(*, real: tuple[str, ...] = (), **overrides: Any) -> RunningApp:
+        """`real` names engines that keep their configured (bundled) model instead of the stand-in."""
         values: dict[str, Any] = {
             "server": {"port": 0},
             "limits": {"max_upload_mb": 1},
@@ -146,7 +147,7 @@ async def app_factory(tmp_path: Path, database_url: str, openai_stub: OpenAIStub
         values.update(overrides)
         settings = hermetic_settings(tmp_path, database_url, **values)
         settings.engines.update(TEST_ENGINES)
-        settings.engines.update(stub_engines(openai_stub))
+        settings.engines.update({k: v for k, v in stub_engines(openai_stub).items() if k not in real})
         app = await start(settings, register=[register_test_commands])
         running.append(app)
         return app

@@ -26,7 +26,7 @@ HANDBOOK = docfiles.pdf([
 RECIPE = docfiles.markdown([("Ingredients", "Tofu, chili bean paste and Sichuan pepper."),
                             ("Method", "Simmer the tofu for 8 minutes, then add the pepper.")],
                            title="Canteen mapo tofu")
-DOCS = {"min_similarity": 0.1}
+DOCS = {"min_similarity": 0.1, "min_similarity_with_words": 0.1}
 
 
 def grounded(body: dict[str, Any]) -> Reply:
@@ -113,7 +113,7 @@ async def test_other_channels_do_not_see_a_channel_document(app_factory: AppFact
 
 async def test_nothing_relevant_says_so(app_factory: AppFactory, openai_stub: OpenAIStub) -> None:
     openai_stub.responder = grounded
-    app = await app_factory(docs={"min_similarity": 0.9})
+    app = await app_factory(docs={"min_similarity": 0.9, "min_similarity_with_words": 0.9})
     async with Visitor(app.url) as v:
         await final_text(v, await upload(v, "mapo.md", RECIPE), "Added")
         before = len(openai_stub.chat_requests())
