@@ -150,6 +150,10 @@ class DocsSettings(Section):
     summary_chunk_chars: int = Field(4000, ge=500)  # /summarize: tree summary of pieces this size
     topics_messages: int = Field(200, ge=10)  # /topics clusters this many recent messages
     similar_k: int = Field(5, ge=1, le=20)
+    # /sentiment asks the chat model when the embedding classifier is unsure (below its calibrated threshold)
+    # or less confident than `sentiment_min_confidence`; never when `sentiment_fallback` is off.
+    sentiment_fallback: bool = True
+    sentiment_min_confidence: float = Field(0.6, ge=0, le=1.01)
 
 
 class SlackSettings(Section):

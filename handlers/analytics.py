@@ -58,10 +58,11 @@ async def sentiment_command(event: IncomingEvent, ctx: HandlerContext) -> None:
     text = str(ctx.state["args"].get("text") or "").strip()
     if not text:
         raise UserFacingError("sentiment_empty")
+    docs = ctx.settings.docs
     classifier: SentimentClassifier = ctx.services.features.setdefault("sentiment", SentimentClassifier())
     [result] = await classifier.classify(text, embedder(ctx))
     label, method = result.label, "embeddings"
-    if result.unsure:
+    if docs.sentiment_fallback and (result.unsure or result.confidence < docs.sentiment_min_confidence):
         answer = parse_fallback(await chat_once(ctx, fallback_prompt(text), 8))
         if answer is not None:
             label, method = answer, "chat"

@@ -111,6 +111,17 @@ async def test_other_channels_do_not_see_a_channel_document(app_factory: AppFact
         assert "handbook" not in listing
 
 
+async def test_only_admins_add_to_the_whole_workspace(app_factory: AppFactory, openai_stub: OpenAIStub) -> None:
+    openai_stub.responder = grounded
+    app = await app_factory(docs=DOCS)
+    async with Visitor(app.url) as v:
+        status, body = await v.upload("mapo.md", RECIPE)
+        assert status == 200
+        mid = await v.send("/docs add workspace:yes", attachments=[str(body["id"])])
+        assert "don't have access" in await final_text(v, mid, "access")
+        await final_text(v, await v.send("/docs list"), "no documents")
+
+
 async def test_nothing_relevant_says_so(app_factory: AppFactory, openai_stub: OpenAIStub) -> None:
     openai_stub.responder = grounded
     app = await app_factory(docs={"min_similarity": 0.9, "min_similarity_with_words": 0.9})

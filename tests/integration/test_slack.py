@@ -9,15 +9,14 @@ import io
 import json
 import time
 import wave
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from bot.app import RunningApp
 from tests.conftest import AppFactory
+from tests.integration.conftest import SECRET
 from tests.support.openai_stub import OpenAIStub, Reply
 from tests.support.slack_stub import (
     SlackStub,
@@ -30,8 +29,6 @@ from tests.support.slack_stub import (
 )
 from tests.unit.test_filecheck import png_bytes
 
-SECRET = "test-signing-secret"
-
 
 def wav_bytes(seconds: float = 0.2) -> bytes:
     buf = io.BytesIO()
@@ -41,21 +38,6 @@ def wav_bytes(seconds: float = 0.2) -> bytes:
         w.setframerate(8000)
         w.writeframes(b"\x01\x00" * int(8000 * seconds))
     return buf.getvalue()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def slack_stub() -> AsyncIterator[SlackStub]:
-    async with SlackStub() as stub:
-        yield stub
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def slack_app(app_factory: AppFactory, slack_stub: SlackStub, monkeypatch: pytest.MonkeyPatch) -> RunningApp:
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
-    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
-    # voice_mode "off": voice clips go to the file handler, which echoes what arrived (no model here)
-    return await app_factory(slack={"api_url": slack_stub.url, "min_post_interval_s": 0.0},
-                             rate_limit={"per_user_per_minute": 600, "burst": 100}, speech={"voice_mode": "off"})
 
 
 async def post(app: RunningApp, body: bytes, *, content_type: str = "application/json", secret: str = SECRET,
