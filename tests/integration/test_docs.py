@@ -165,6 +165,7 @@ async def test_document_mode_answers_plain_messages(app_factory: AppFactory, ope
     ("empty.txt", b"   \n\n  ", "has no text"),
     ("bomb.docx", docfiles.zip_bomb_docx(2048), "unpacks to more than 50 MB"),
     ("notes.docx", b"this is not a zip file at all" * 10, "looks damaged"),
+    ("data.json", b'{"policy": "travel"}', "files aren't supported"),
 ])
 async def test_bad_documents_get_a_clear_message_and_leave_nothing(
         app_factory: AppFactory, openai_stub: OpenAIStub, name: str, data: bytes, expected: str) -> None:
