@@ -220,13 +220,13 @@ class DocumentRepository(Repository):
         """
         scope_chunks, ef_search = 0, EF_SEARCH
         if not exact:
-            scope_chunks = await self.count_chunks(workspace_pk, channel_pk, model)
+            scope_chunks, all_chunks = await self._sizes(workspace_pk, channel_pk)
             if scope_chunks == 0:
                 return []
             if scope_chunks < EXACT_BELOW:
                 exact = True
             else:
-                share = scope_chunks / max(1, await self.count_model(model))
+                share = scope_chunks / max(1, all_chunks)
                 ef_search = min(MAX_EF_SEARCH, max(EF_SEARCH, k, round(EF_SEARCH / share)))
         # A literal model: a partial index is used only when the planner can prove its predicate.
         distance = cosine_distance(DocChunk.embedding, vector)
@@ -248,11 +248,15 @@ class DocumentRepository(Repository):
             return await self.search_vector(workspace_pk, channel_pk, model, vector, k, exact=True)
         return hits
 
-    async def count_model(self, model: str) -> int:
-        """Chunks of one embedding model across every workspace (what the model's index holds)."""
-        stmt = select(func.count()).select_from(DocChunk).where(DocChunk.model == model)
+    async def _sizes(self, workspace_pk: int, channel_pk: int | None) -> tuple[int, int]:
+        """Chunks visible from the scope, and in every knowledge base, from the document rows (cheap:
+        one row per document, not per chunk)."""
+        visible = _visible(Document.workspace_id, Document.channel_id, workspace_pk, channel_pk)
+        stmt = select(func.coalesce(func.sum(Document.chunks).filter(visible), 0),
+                      func.coalesce(func.sum(Document.chunks), 0))
         async with self._sessions() as session:
-            return int((await session.execute(stmt)).scalar_one())
+            scope, total = (await session.execute(stmt)).one()
+        return int(scope), int(total)
 
     async def count_chunks(self, workspace_pk: int, channel_pk: int | None, model: str | None = None) -> int:
         stmt = select(func.count()).select_from(DocChunk).where(
