@@ -9,7 +9,6 @@ request, in order. Vectors are always L2-normalised, so a dot product is the cos
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -215,13 +214,9 @@ class OpenAIEmbeddingEngine:
         self._client: Any = None
 
     def load(self) -> None:
-        from openai import AsyncOpenAI
+        from engines.llm import openai_client
 
-        key = os.environ.get(self.api_key_env)
-        if not key and self.base_url is None:
-            raise EngineUnavailable(f"set {self.api_key_env} in the environment to use OpenAI embeddings")
-        self._client = AsyncOpenAI(base_url=self.base_url, api_key=key or "none", timeout=self.timeout_s,
-                                   max_retries=self.max_retries)
+        self._client = openai_client(self.base_url, self.api_key_env, self.timeout_s, self.max_retries, "embeddings")
 
     def unload(self) -> None:
         self._client = None

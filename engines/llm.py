@@ -286,6 +286,16 @@ class ChatEngine:
         return [t if isinstance(t, int) else int(t["id"]) for t in tokens or []]
 
 
+def openai_client(base_url: str | None, api_key_env: str, timeout_s: float, max_retries: int, purpose: str) -> Any:
+    """An `AsyncOpenAI` client for `base_url` (OpenAI itself when None, which needs the key in `api_key_env`)."""
+    from openai import AsyncOpenAI
+
+    key = os.environ.get(api_key_env)
+    if not key and base_url is None:
+        raise EngineUnavailable(f"set {api_key_env} in the environment to use OpenAI {purpose}")
+    return AsyncOpenAI(base_url=base_url, api_key=key or "none", timeout=timeout_s, max_retries=max_retries)
+
+
 def provider_error(e: Exception, service: str = "llm") -> Exception:
     """An OpenAI-SDK failure (after the SDK's own retries) as a message the user can act on.
 

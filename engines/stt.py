@@ -286,13 +286,9 @@ class OpenAITranscriptionEngine:
         self._client: Any = None
 
     def load(self) -> None:
-        from openai import AsyncOpenAI
+        from engines.llm import openai_client
 
-        key = os.environ.get(self.api_key_env)
-        if not key and self.base_url is None:
-            raise EngineUnavailable(f"set {self.api_key_env} in the environment to use OpenAI transcription")
-        self._client = AsyncOpenAI(base_url=self.base_url, api_key=key or "none", timeout=self.timeout_s,
-                                   max_retries=self.max_retries)
+        self._client = openai_client(self.base_url, self.api_key_env, self.timeout_s, self.max_retries, "transcription")
 
     def unload(self) -> None:
         self._client = None
