@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot import moderation
 from bot.context import HandlerContext
 from bot.errors import RateLimited, UserFacingError
 from bot.events import EventKind, IncomingEvent
 from bot.messages import normalize_locale
+from bot.responder import BaseResponder
 from bot.settings import AccessSettings, RateLimitSettings
 from bot.suggestions import suggestion_buttons
 
@@ -149,9 +151,24 @@ class Greet:
 
 
 class Moderation:
-    """The moderation gate; passes everything until a moderation engine is configured."""
+    """The moderation gate: muted users are stopped; what people type is checked against the policy
+    (bypass roles excepted) before any handler runs; the bot's replies are checked as they are shown."""
 
     async def __call__(self, event: IncomingEvent, ctx: HandlerContext, call_next: Next) -> None:
+        settings = ctx.settings.moderation
+        if not settings.enabled or ctx.identity is None:
+            await call_next()
+            return
+        bypass = ctx.identity.role in settings.bypass_roles
+        until = None if bypass else await moderation.muted_until(ctx, event)
+        if until is not None:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until)) if until else ctx.t("mute_forever")
+            raise UserFacingError("muted", until=when)
+        if settings.check_replies and isinstance(ctx.responder, BaseResponder):
+            ctx.responder.guard = moderation.reply_guard(ctx, event)
+            ctx.responder.guard_every = settings.check_every_chars
+        if not bypass and event.kind in (EventKind.MESSAGE, EventKind.COMMAND) and event.text.strip():
+            await moderation.enforce(ctx, event, event.text, "message")
         await call_next()
 
 

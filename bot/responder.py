@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
+from bot.errors import UserFacingError
 from bot.textsplit import split_message
 
 
@@ -58,10 +59,19 @@ class Responder(Protocol):
 
     async def link(self, channel_id: str, message_ref: str) -> str | None: ...
 
+    async def notify(self, channel_id: str, text: str) -> None: ...
+
 
 def progress_bar(fraction: float, width: int = 20) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "░" * (width - filled)
+
+
+Guard = Callable[[str], Awaitable[str | None]]
+
+
+class ReplyBlocked(UserFacingError):
+    """The bot's own reply crossed the content policy; what was shown of it has been replaced."""
 
 
 class BaseResponder:
@@ -72,6 +82,9 @@ class BaseResponder:
     def __init__(self, stream_interval_s: float = 1.0, progress_interval_s: float = 2.0) -> None:
         self.stream_interval_s = stream_interval_s
         self.progress_interval_s = progress_interval_s
+        # Set by the moderation middleware: the text about to be shown -> a replacement if it is blocked.
+        self.guard: Guard | None = None
+        self.guard_every = 160  # a growing streamed reply is checked each time it gains this many characters
         self._progress_id: str | None = None
         self._progress_at = 0.0
         self._progress_lock = asyncio.Lock()
@@ -101,6 +114,10 @@ class BaseResponder:
 
     # -- the Responder API ----------------------------------------------------------------
     async def send(self, text: str, *, buttons: Sequence[Button] = ()) -> list[str]:
+        replacement = await self.guard(text) if self.guard is not None else None
+        if replacement is not None:
+            await self._post(replacement, ())
+            raise ReplyBlocked("reply_blocked")
         parts = split_message(text, self.limit) or [text]
         ids = []
         for i, part in enumerate(parts):
@@ -140,6 +157,10 @@ class BaseResponder:
         """A URL that opens that message on the platform, or None where there is none."""
         return None
 
+    async def notify(self, channel_id: str, text: str) -> None:
+        """Post `text` to another channel of the same workspace (e.g. the moderators'); not guarded."""
+        raise NotImplementedError(f"{type(self).__name__} cannot post to other channels")
+
 
 class StreamContext:
     """`async with responder.stream() as w: await w.write(delta)`: one message, edited at most
@@ -154,6 +175,7 @@ class StreamContext:
         self._last_edit = 0.0
         self._lock = asyncio.Lock()
         self._pending: asyncio.Task[None] | None = None
+        self._checked = 0  # length of the text the guard last passed
 
     @property
     def text(self) -> str:
@@ -171,10 +193,31 @@ class StreamContext:
     ) -> None:
         if self._pending is not None:
             self._pending.cancel()
+        if exc is None and len(self._text) > self._checked:
+            await self._check()
         await self._flush(final=True)
+
+    async def _check(self) -> None:
+        """Run the responder's guard on the text so far; a blocked reply is replaced and stopped."""
+        self._checked = len(self._text)
+        guard = self.r.guard
+        replacement = await guard(self._text) if guard is not None else None
+        if replacement is None:
+            return
+        if self._pending is not None:
+            self._pending.cancel()
+        self._text = replacement
+        self._buttons = ()
+        for extra in self._ids[1:]:  # the reply had continued in more messages: blank them too
+            await self.r._edit(extra, "…", ())
+        self._ids, self._shown_parts = self._ids[:1], self._shown_parts[:1]
+        await self._flush(final=True)
+        raise ReplyBlocked("reply_blocked")
 
     async def write(self, delta: str) -> None:
         self._text += delta
+        if self.r.guard is not None and len(self._text) - self._checked >= self.r.guard_every:
+            await self._check()
         wait = self.r.stream_interval_s - (time.monotonic() - self._last_edit)
         if wait <= 0:
             await self._flush(final=False)

@@ -156,6 +156,54 @@ class DocsSettings(Section):
     sentiment_min_confidence: float = Field(0.6, ge=0, le=1.01)
 
 
+MODERATION_CATEGORIES = ("harassment", "hate", "sexual", "violence", "self_harm", "illicit")
+ModerationAction = Literal["allow", "warn", "block", "report"]
+
+
+class CategoryRule(Section):
+    """What happens when a category's score reaches `threshold`: allow, warn the user (and go on),
+    block, or report (block and tell the moderators' channel)."""
+
+    threshold: float = Field(0.5, ge=0, le=1)
+    action: ModerationAction = "block"
+
+
+def default_rules() -> dict[str, CategoryRule]:
+    return {c: CategoryRule(action="report" if c in ("self_harm", "illicit") else "block")
+            for c in MODERATION_CATEGORIES}
+
+
+class ModerationSettings(Section):
+    """Checks of what people send and what the bot answers; per workspace/channel overrides with /mod policy."""
+
+    enabled: bool = True
+    engine: str = "moderation"  # the local default; "engines.moderation:OpenAIModerationEngine" for OpenAI's
+    fallback_engine: str = "moderation_local"  # used (and logged) when `engine` fails
+    check_replies: bool = True  # the bot's own replies, streamed ones as they grow
+    check_every_chars: int = Field(160, ge=20)  # a growing streamed reply is checked each time it gains this much
+    judge_borderline: bool = False  # ask the chat model about scores just under a threshold
+    judge_margin: float = Field(0.15, ge=0, le=1)
+    bypass_roles: list[str] = ["admin"]
+    rules: dict[str, CategoryRule] = Field(default_factory=default_rules)
+    report_channels: dict[str, str] = {}  # "platform:workspace" -> channel id; /mod policy report_channel sets it too
+    flag_injection: bool = True  # log and audit messages that look like prompt injection
+
+
+class PrivacySettings(Section):
+    """PII masked before text leaves for an external model provider."""
+
+    redact_pii: bool = False
+    kinds: list[Literal["email", "phone", "id", "card", "key"]] = ["email", "phone", "id", "card", "key"]
+    restore_kinds: list[Literal["email", "phone", "id", "card", "key"]] = ["email", "phone"]  # put back in replies
+    local_too: bool = False  # also mask for the bundled local model (it never leaves the machine)
+
+
+class QuotaSettings(Section):
+    """Per-day limits per role: units messages, audio_minutes, images, video_seconds (absent or 0: none)."""
+
+    roles: dict[str, dict[Literal["messages", "audio_minutes", "images", "video_seconds"], float]] = {}
+
+
 class SlackSettings(Section):
     """Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on this server."""
 
@@ -211,6 +259,13 @@ def default_engines() -> dict[str, EngineSettings]:
         # or "engines.embeddings:SentenceTransformerEngine" with options.model_path for any local model.
         "embeddings": EngineSettings(impl="engines.embeddings:E5Engine", max_batch=16, batch_wait_ms=20,
                                      queue_size=256, timeout_s=600, memory_mb=150),
+        # Local moderation: a bilingual term and pattern policy plus alt-profanity-check for English.
+        # impl = "engines.moderation:OpenAIModerationEngine" (device "remote") for OpenAI's endpoint; the
+        # local one stays as [moderation] fallback_engine.
+        "moderation": EngineSettings(impl="engines.moderation:LocalModerationEngine", max_batch=32, batch_wait_ms=2,
+                                     queue_size=1024, timeout_s=30, memory_mb=60),
+        "moderation_local": EngineSettings(impl="engines.moderation:LocalModerationEngine", max_batch=32,
+                                           batch_wait_ms=2, queue_size=1024, timeout_s=30, memory_mb=60),
         # Reads and splits uploaded documents (llama-index readers); CPU only.
         "docreader": EngineSettings(impl="engines.documents:DocumentReader", max_batch=1, queue_size=16,
                                     timeout_s=600),
@@ -257,6 +312,9 @@ class Settings(BaseSettings):
     chat: ChatSettings = ChatSettings()
     speech: SpeechSettings = SpeechSettings()
     docs: DocsSettings = DocsSettings()
+    moderation: ModerationSettings = ModerationSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    quota: QuotaSettings = QuotaSettings()
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
     pool: PoolSettings = PoolSettings()

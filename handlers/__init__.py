@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import analytics, chat, chat_config, core, docs, feedback, memory, speech, usage
+from handlers import analytics, chat, chat_config, core, docs, feedback, memory, moderation, speech, usage
 
 
 def build_router() -> Router:
@@ -18,4 +18,5 @@ def build_router() -> Router:
     speech.register(router)
     docs.register(router)
     analytics.register(router)
+    moderation.register(router)
     return router

@@ -8,6 +8,9 @@ order; different conversations run at once.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from bot.context import HandlerContext
 from bot.errors import EngineError, UserFacingError
 from bot.events import EventKind, IncomingEvent
@@ -17,6 +20,8 @@ from engines.llm import ChatRequest, ChatResult, TokenizeRequest
 from engines.tokens import estimate_tokens
 from handlers.chat_config import ChatConfig, resolve
 from handlers.memory import build_messages, load_state, remember
+from handlers.moderation import check_quota
+from handlers.pii import Restorer, redact_messages
 from handlers.usage import check_budget, record_usage
 
 MAX_BIAS_ENTRIES = 300  # OpenAI's limit for logit_bias
@@ -52,6 +57,21 @@ def route_model(config: ChatConfig, text: str, ctx: HandlerContext) -> str | Non
     return config.model
 
 
+def redact_for(ctx: HandlerContext, engine: str,
+               messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Restorer | None]:
+    """With `[privacy] redact_pii`, the messages with PII masked when they go to an external provider,
+    and a restorer for the reply; unchanged (and None) otherwise."""
+    privacy = ctx.settings.privacy
+    spec = ctx.settings.engines.get(engine)
+    local = spec is not None and spec.options.get("provider", "local") == "local"
+    if not privacy.redact_pii or (local and not privacy.local_too):
+        return messages, None
+    redacted, mapping = redact_messages(messages, privacy.kinds)
+    if mapping:
+        ctx.log.info("masked %d PII item(s) before calling %s", len(mapping), engine)
+    return redacted, Restorer(mapping, privacy.restore_kinds)
+
+
 def feedback_buttons(message_id: int) -> list[Button]:
     return [Button("👍", "feedback", f"up:{message_id}"), Button("👎", "feedback", f"down:{message_id}")]
 
@@ -66,6 +86,7 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
     if len(text) > chat.max_input_chars:
         notices.append(ctx.t("message_truncated", length=len(text), limit=chat.max_input_chars))
         text = text[: chat.max_input_chars]
+    await check_quota(ctx, event, "messages")
     config = await resolve(ctx)
     if config.docs_mode and event.kind == EventKind.MESSAGE:
         from handlers.docs import docs_mode_message  # documents build on chat, not the reverse
@@ -83,15 +104,17 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
         bias = await logit_bias(ctx, config.ban_words)
         if config.ban_words and bias is None:
             notices.append(ctx.t("ban_words_unsupported"))
+        messages, restorer = redact_for(ctx, config.engine, build_messages(config.system, state, text,
+                                                                           chat.window_turns))
         request = ChatRequest(
-            messages=build_messages(config.system, state, text, chat.window_turns),
+            messages=messages,
             model=route_model(config, text, ctx), temperature=config.temperature, max_tokens=config.max_tokens,
             seed=config.seed, json_mode=config.json_mode, logit_bias=bias,
         )
         for notice in notices:
             await ctx.responder.send(notice)
         await ctx.responder.typing()
-        result = await stream_answer(ctx, config.engine, request, conversation, event.event_id)
+        result = await stream_answer(ctx, config.engine, request, conversation, event.event_id, restorer)
         await record_usage(ctx, result, engine=config.engine)
         if config.answer_with_voice and result.text.strip():
             from handlers.speech import speak, upload_speech  # speech builds on chat, not the reverse
@@ -104,7 +127,8 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
 
 
 async def stream_answer(
-    ctx: HandlerContext, engine: str, request: ChatRequest, conversation: int, event_id: str
+    ctx: HandlerContext, engine: str, request: ChatRequest, conversation: int, event_id: str,
+    restorer: Restorer | None = None,
 ) -> ChatResult:
     """Stream the answer into one edited message, store it, and put feedback buttons under it."""
     result: ChatResult | None = None
@@ -113,9 +137,12 @@ async def stream_answer(
             if isinstance(chunk, ChatResult):
                 result = chunk
             else:
-                await writer.write(chunk)
+                await writer.write(restorer.feed(chunk) if restorer else chunk)
         if result is None:
             raise EngineError("the chat engine ended without an answer")
+        if restorer is not None:
+            await writer.write(restorer.flush())
+            result = dataclasses.replace(result, text=writer.text)
         if not result.text.strip():
             await writer.write(ctx.t("empty_answer"))
         tokens = result.tokens_out or estimate_tokens(result.text)

@@ -8,16 +8,19 @@ passages in one transaction. Nothing is stored until every step has worked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import PurePath
 
 from bot.context import HandlerContext
 from bot.errors import UserFacingError
 from bot.events import Attachment, EventKind, IncomingEvent
+from bot.moderation import screen
 from bot.router import Option, OptionType, Router
 from engines.documents import SUPPORTED, DocumentError, ReadRequest, ReadResult
 from engines.embeddings import Embeddings, EmbedRequest, Kind
 from engines.llm import ChatRequest, ChatResult
+from handlers.chat import redact_for
 from handlers.chat_config import WORKSPACE, resolve, set_channel
 from handlers.core import attachment_received
 from handlers.retrieval import (
@@ -73,6 +76,7 @@ async def add_document(ctx: HandlerContext, event: IncomingEvent, attachment: At
         raise UserFacingError("forbidden", command="docs add workspace:yes")
     channel_pk = None if workspace_wide else ctx.identity.channel_pk
     read = await read_document(ctx, attachment)
+    await screen_document(ctx, event, attachment.name, read)
     same = await ctx.store.documents.find_same(ctx.identity.workspace_pk, channel_pk, read.sha256)
     if same is not None:
         return same, False
@@ -97,6 +101,19 @@ async def add_document(ctx: HandlerContext, event: IncomingEvent, attachment: At
                                                           "scope": "workspace" if workspace_wide else "channel"},
                               workspace_pk=ctx.identity.workspace_pk)
     return row, True
+
+
+async def screen_document(ctx: HandlerContext, event: IncomingEvent, name: str, read: ReadResult) -> None:
+    """Moderation of the document's text, all passages at once (the pool batches them); nothing is stored
+    if one blocks."""
+    settings = ctx.settings.moderation
+    if not settings.enabled or (ctx.identity is not None and ctx.identity.role in settings.bypass_roles):
+        return
+    verdicts = await asyncio.gather(*(screen(ctx, event, chunk.text, "document") for chunk in read.chunks))
+    for verdict in verdicts:
+        if verdict.blocks:
+            names = ", ".join(ctx.t(f"mod_cat_{c}") for c in verdict.categories)
+            raise UserFacingError("moderation_blocked_document", name=name, categories=names)
 
 
 async def report_added(ctx: HandlerContext, row: DocumentRow, new: bool) -> None:
@@ -211,7 +228,8 @@ async def answer_question(event: IncomingEvent, ctx: HandlerContext, question: s
         await ctx.responder.send(ctx.t("ask_not_found"))
         return
     config = await resolve(ctx)
-    request = ChatRequest(messages=grounded_messages(question, passages), model=config.model, temperature=0.1,
+    messages, restorer = redact_for(ctx, config.engine, grounded_messages(question, passages))
+    request = ChatRequest(messages=messages, model=config.model, temperature=0.1,
                           max_tokens=ctx.settings.docs.answer_max_tokens)
     result: ChatResult | None = None
     async with ctx.responder.stream() as writer:
@@ -219,7 +237,9 @@ async def answer_question(event: IncomingEvent, ctx: HandlerContext, question: s
             if isinstance(chunk, ChatResult):
                 result = chunk
             else:
-                await writer.write(chunk)
+                await writer.write(restorer.feed(chunk) if restorer else chunk)
+        if restorer is not None:
+            await writer.write(restorer.flush())
         if result is None or not result.text.strip():
             await writer.write(ctx.t("empty_answer"))
         answer = result.text if result is not None else ""

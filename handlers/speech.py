@@ -9,11 +9,13 @@ import dataclasses
 from bot.context import HandlerContext
 from bot.errors import UserFacingError
 from bot.events import Attachment, EventKind, IncomingEvent
+from bot.moderation import enforce
 from bot.router import Option, OptionType, Router
 from engines.stt import TranscribeRequest, Transcript
 from engines.tts import SpeakRequest, Speech
 from handlers.chat import chat_turn
 from handlers.chat_config import resolve, set_channel
+from handlers.moderation import check_quota
 from handlers.summarize import tree_summarize
 
 AUDIO_FORMAT = {"discord": "ogg", "slack": "mp3", "web": "mp3"}
@@ -32,14 +34,23 @@ def _audio(event: IncomingEvent, ctx: HandlerContext) -> Attachment:
     return attachment
 
 
-async def transcribe(ctx: HandlerContext, attachment: Attachment, *, timestamps: bool = True) -> Transcript:
+async def transcribe(ctx: HandlerContext, event: IncomingEvent, attachment: Attachment, *,
+                     timestamps: bool = True) -> Transcript:
+    """The recording's transcript, within the sender's audio quota, checked by moderation."""
+    await check_quota(ctx, event, "audio_minutes")
     data = await attachment.read(ctx.settings.limits.max_upload_bytes)
     request = TranscribeRequest(audio=data, prompt=ctx.settings.speech.transcript_prompt, timestamps=timestamps,
                                 max_seconds=ctx.settings.speech.max_audio_seconds)
     engine = ctx.settings.speech.stt_engine
     transcript: Transcript = await ctx.pool.run(engine, request, progress=ctx.responder.progress)
+    identity = ctx.identity
+    await ctx.store.usage.record(engine, seconds=transcript.duration_s,
+                                 workspace_pk=identity.workspace_pk if identity else None,
+                                 channel_pk=identity.channel_pk if identity else None,
+                                 user_pk=identity.user_pk if identity else None)
     if not transcript.text.strip():
         raise UserFacingError("audio_silent", name=attachment.name)
+    await enforce(ctx, event, transcript.text, "transcript")
     return transcript
 
 
@@ -64,7 +75,7 @@ async def voice_clip(event: IncomingEvent, ctx: HandlerContext) -> None:
 
         await attachment_received(event, ctx)
         return
-    transcript = await transcribe(ctx, _audio(event, ctx), timestamps=False)
+    transcript = await transcribe(ctx, event, _audio(event, ctx), timestamps=False)
     await ctx.responder.send(ctx.t("heard", language=transcript.language, text=transcript.text.strip()))
     if mode == "converse":
         typed = dataclasses.replace(event, kind=EventKind.MESSAGE, text=transcript.text.strip(), attachments=())
@@ -72,7 +83,7 @@ async def voice_clip(event: IncomingEvent, ctx: HandlerContext) -> None:
 
 
 async def transcribe_command(event: IncomingEvent, ctx: HandlerContext) -> None:
-    transcript = await transcribe(ctx, _audio(event, ctx))
+    transcript = await transcribe(ctx, event, _audio(event, ctx))
     fmt = ctx.state["args"].get("format", "text")
     if fmt == "srt":
         await ctx.responder.upload(transcript.to_srt().encode(), "transcript.srt", "application/x-subrip",
@@ -85,7 +96,7 @@ async def transcribe_command(event: IncomingEvent, ctx: HandlerContext) -> None:
 
 
 async def summarize_audio(event: IncomingEvent, ctx: HandlerContext) -> None:
-    transcript = await transcribe(ctx, _audio(event, ctx))
+    transcript = await transcribe(ctx, event, _audio(event, ctx))
     await ctx.responder.upload(transcript.text.encode(), "transcript.txt", "text/plain",
                                caption=ctx.t("transcript_caption", language=transcript.language))
     summary = await tree_summarize(ctx, transcript.text, MAP_PROMPT, REDUCE_PROMPT,

@@ -137,8 +137,10 @@ async def app_factory(tmp_path: Path, database_url: str, openai_stub: OpenAIStub
 
     running: list[RunningApp] = []
 
-    async def make(*, real: tuple[str, ...] = (), **overrides: Any) -> RunningApp:
-        """`real` names engines that keep their configured (bundled) model instead of the stand-in."""
+    async def make(*, real: tuple[str, ...] = (), engines: dict[str, EngineSettings] | None = None,
+                   **overrides: Any) -> RunningApp:
+        """`real` names engines that keep their configured (bundled) model instead of the stand-in;
+        `engines` adds or replaces engines after the stand-ins are in place."""
         values: dict[str, Any] = {
             "server": {"port": 0},
             "limits": {"max_upload_mb": 1},
@@ -148,6 +150,7 @@ async def app_factory(tmp_path: Path, database_url: str, openai_stub: OpenAIStub
         settings = hermetic_settings(tmp_path, database_url, **values)
         settings.engines.update(TEST_ENGINES)
         settings.engines.update({k: v for k, v in stub_engines(openai_stub).items() if k not in real})
+        settings.engines.update(engines or {})
         app = await start(settings, register=[register_test_commands])
         running.append(app)
         return app

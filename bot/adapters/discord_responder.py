@@ -51,6 +51,13 @@ class DiscordResponder(BaseResponder):
         self.locale = locale
         self._messages: dict[str, discord.Message] = {}
 
+    async def notify(self, channel_id: str, text: str) -> None:
+        guild = getattr(self.channel, "guild", None)
+        target = guild.get_channel_or_thread(int(channel_id)) if guild is not None else None
+        if target is None:
+            raise LookupError(f"no channel {channel_id} in this server")
+        await target.send(text[:LIMIT], allowed_mentions=discord.AllowedMentions.none())
+
     async def link(self, channel_id: str, message_ref: str) -> str | None:
         guild = getattr(self.channel, "guild", None)
         return f"https://discord.com/channels/{guild.id if guild else '@me'}/{channel_id}/{message_ref}"

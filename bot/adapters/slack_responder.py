@@ -78,6 +78,10 @@ class SlackResponder(BaseResponder):
         self.pacer = pacer
         self.ephemeral_errors = ephemeral_errors
 
+    async def notify(self, channel_id: str, text: str) -> None:
+        await self.pacer.wait(channel_id)
+        await self.client.chat_postMessage(channel=channel_id, text=to_mrkdwn(text), unfurl_links=False)
+
     async def link(self, channel_id: str, message_ref: str) -> str | None:
         try:
             resp = await self.client.chat_getPermalink(channel=channel_id, message_ts=message_ref)

@@ -52,6 +52,14 @@ class MessageRepository(Repository):
         async with self._sessions.begin() as session:
             return (await session.execute(stmt)).scalar_one()
 
+    async def count_user_messages(self, user_pk: int, since: datetime) -> int:
+        """How many messages this user has sent (in any conversation) since `since`."""
+        stmt = (select(func.count()).select_from(Message)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Conversation.user_id == user_pk, Message.role == "user", Message.created_at >= since))
+        async with self._sessions() as session:
+            return int((await session.execute(stmt)).scalar_one())
+
     async def recent(self, conversation_id: int, limit: int) -> list[MessageRow]:
         """The last `limit` messages, oldest first."""
         stmt = (

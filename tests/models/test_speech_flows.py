@@ -54,6 +54,22 @@ async def test_web_voice_clip_gets_its_transcript(app_factory: AppFactory, clips
         assert audio["mime"] == "audio/mpeg"
 
 
+async def test_audio_minutes_quota_counts_transcribed_time(app_factory: AppFactory, clips: dict[str, bytes]) -> None:
+    app = await app_factory(quota={"roles": {"user": {"audio_minutes": 0.01}}})  # under one clip
+    async with Visitor(app.url) as v:
+        status, body = await v.upload("note.m4a", clips["m4a"])
+        assert status == 200, body
+        await v.send("", attachments=[body["id"]])
+        await v.wait_for(lambda f: heard(f.get("text", "")), timeout=120)
+        mid = await v.send("", attachments=[body["id"]])
+        refused = await v.wait_for(lambda f: f.get("reply_to") == mid and "audio minutes" in f.get("text", ""),
+                                   timeout=60)
+        assert "used today's audio minutes" in refused["text"]
+        mid = await v.send("/quota")
+        shown = await v.wait_for(lambda f: f.get("reply_to") == mid and "audio minutes:" in f.get("text", ""))
+        assert "0 left" in shown["text"]
+
+
 async def test_slack_voice_clip_gets_its_transcript(
     app_factory: AppFactory, clips: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
