@@ -204,6 +204,18 @@ class QuotaSettings(Section):
     roles: dict[str, dict[Literal["messages", "audio_minutes", "images", "video_seconds"], float]] = {}
 
 
+class PresenterSettings(Section):
+    """Talking-head video answers (/present)."""
+
+    engine: str = "presenter"  # see [engines.presenter]: local renderer, or D-ID
+    answer_with_video: bool = False  # also answer chat in video (per channel with /presenter video)
+    max_chars: int = Field(600, ge=20)  # longer texts are cut (with a notice) before they are spoken
+    answer_words: int = Field(80, ge=10)  # /present asks the chat model for an answer about this long
+    size: int = Field(512, ge=128, le=1080)  # video height in pixels
+    fps: int = Field(25, ge=10, le=60)
+    max_video_mb: dict[str, float] = {"discord": 10.0, "slack": 50.0, "web": 20.0}  # upload limits per platform
+
+
 class SlackSettings(Section):
     """Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on this server."""
 
@@ -266,6 +278,10 @@ def default_engines() -> dict[str, EngineSettings]:
                                      queue_size=1024, timeout_s=30, memory_mb=60),
         "moderation_local": EngineSettings(impl="engines.moderation:LocalModerationEngine", max_batch=32,
                                            batch_wait_ms=2, queue_size=1024, timeout_s=30, memory_mb=60),
+        # The local talking-head renderer (OpenCV face finding, ffmpeg); impl =
+        # "engines.presenter_did:DIDPresenterEngine" (device "remote", DID_API_KEY) for D-ID.
+        "presenter": EngineSettings(impl="engines.presenter:LocalPresenterEngine", max_batch=1, queue_size=16,
+                                    timeout_s=900, memory_mb=300),
         # Reads and splits uploaded documents (llama-index readers); CPU only.
         "docreader": EngineSettings(impl="engines.documents:DocumentReader", max_batch=1, queue_size=16,
                                     timeout_s=600),
@@ -315,6 +331,7 @@ class Settings(BaseSettings):
     moderation: ModerationSettings = ModerationSettings()
     privacy: PrivacySettings = PrivacySettings()
     quota: QuotaSettings = QuotaSettings()
+    presenter: PresenterSettings = PresenterSettings()
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
     pool: PoolSettings = PoolSettings()

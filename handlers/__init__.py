@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import analytics, chat, chat_config, core, docs, feedback, memory, moderation, speech, usage
+from handlers import (
+    analytics,
+    chat,
+    chat_config,
+    core,
+    docs,
+    feedback,
+    memory,
+    moderation,
+    presenter,
+    speech,
+    usage,
+)
 
 
 def build_router() -> Router:
@@ -19,4 +31,5 @@ def build_router() -> Router:
     docs.register(router)
     analytics.register(router)
     moderation.register(router)
+    presenter.register(router)
     return router

@@ -120,6 +120,11 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
             from handlers.speech import speak, upload_speech  # speech builds on chat, not the reverse
 
             await upload_speech(ctx, await speak(ctx, event, result.text))
+        if config.answer_with_video and result.text.strip():
+            from handlers.presenter import render, upload_video  # the presenter builds on chat, not the reverse
+
+            text = result.text[: ctx.settings.presenter.max_chars]
+            await upload_video(ctx, await render(ctx, event, text), text)
         if warning:
             await ctx.responder.send(warning)
         for call in await remember(ctx, config.memory, conversation, text):

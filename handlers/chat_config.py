@@ -18,7 +18,7 @@ from storage.repositories.scoped import Scope
 
 MEMORY_STRATEGIES = ("buffer_window", "summary", "summary_buffer", "entity")
 OVERRIDABLE = ("persona", "engine", "model", "temperature", "max_tokens", "json_mode", "seed", "ban_words", "memory",
-               "answer_with_voice", "voice_mode", "docs_mode")
+               "answer_with_voice", "voice_mode", "docs_mode", "answer_with_video")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class ChatConfig:
     answer_with_voice: bool = False
     voice_mode: str = "transcribe"
     docs_mode: bool = False
+    answer_with_video: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # key -> "default" | "workspace" | "channel"
 
     @property
@@ -53,7 +54,7 @@ def defaults(chat: ChatSettings) -> ChatConfig:
 def with_service_defaults(config: ChatConfig, settings: Settings) -> ChatConfig:
     speech = settings.speech
     return replace(config, answer_with_voice=speech.answer_with_voice, voice_mode=speech.voice_mode,
-                   docs_mode=settings.docs.docs_mode)
+                   docs_mode=settings.docs.docs_mode, answer_with_video=settings.presenter.answer_with_video)
 
 
 async def resolve(ctx: HandlerContext) -> ChatConfig:
