@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bot.app import start
 from bot.settings import Settings
@@ -22,9 +25,21 @@ from tests.support.web_client import Visitor
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    """A data directory outside pytest's basetemp: pgserver opens its parents to its own user, and a
+    concurrent pytest run tightens pytest's base directory again (0700) under it."""
+    root = Path(tempfile.mkdtemp(prefix="teambot-restart-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 async def test_restart_keeps_data_in_the_embedded_database(
-    tmp_path: Path, make_settings: Callable[..., Settings]
+    data_root: Path, make_settings: Callable[..., Settings]
 ) -> None:
+    tmp_path = data_root
     settings = make_settings(tmp_path / "data", server={"port": 0})
     visitor = "returning-visitor"
     running = await start(settings)
