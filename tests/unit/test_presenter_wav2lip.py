@@ -5,6 +5,7 @@ length and its audio track are what a real checkpoint gives). Needs torch (CPU i
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -157,3 +158,22 @@ def test_render_with_random_weights(tmp_path: Path) -> None:
     cancelled = EngineRequest(PresentRequest(audio=audio.wav_bytes(sound), size=128), cancelled=lambda: True)
     [error] = engine.run([cancelled])
     assert isinstance(error, Exception) and "cancelled" in str(getattr(error, "key", error))
+
+
+@pytest.mark.weights
+@pytest.mark.skipif(not os.environ.get("WAV2LIP_CHECKPOINT"), reason="set WAV2LIP_CHECKPOINT to a wav2lip(_gan).pth")
+def test_real_checkpoint_moves_the_mouth_with_the_audio(tmp_path: Path) -> None:
+    """With the operator's real checkpoint: the mouth region changes more while there is sound than in silence."""
+    engine = Wav2LipPresenterEngine(checkpoint=os.environ["WAV2LIP_CHECKPOINT"],
+                                    device=os.environ.get("WAV2LIP_DEVICE", "cpu"))
+    sound = np.concatenate([tone(1.0), np.zeros(16000, dtype=np.float32)])
+    [video] = engine.run([EngineRequest(PresentRequest(audio=audio.wav_bytes(sound), size=256))])
+    assert not isinstance(video, Exception), video
+    path = tmp_path / "out.mp4"
+    path.write_bytes(video.data)
+    raw = subprocess.run([audio.ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt",
+                          "gray", "pipe:1"], capture_output=True, check=True).stdout
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, video.height, video.width).astype(np.float32)
+    motion = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2))
+    half = len(motion) // 2
+    assert motion[:half].mean() > motion[half:].mean()
