@@ -20,6 +20,7 @@ import tempfile
 import threading
 import unicodedata
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -555,6 +556,37 @@ def _checked(payload: Any) -> PresentRequest:
     return payload
 
 
+def encode_frames(engine: LocalPresenterEngine, frames: Iterable[bytes | memoryview], width: int, height: int,
+                  sound: Path, target: Path, fps: float) -> None:
+    """Pipe rgb24 frames into ffmpeg, which encodes them with `engine`'s video settings and muxes the audio
+    (AAC) into `target`; a failed encode raises with ffmpeg's own words."""
+    assert engine._encoder is not None
+    cmd = [audio.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "pipe:0",
+           "-i", str(sound), "-map", "0:v:0", "-map", "1:a:0",
+           *_video_args(engine._encoder, engine.preset, engine.crf),
+           "-c:a", "aac", "-b:a", f"{engine.audio_kbps}k", "-ac", "1",
+           "-movflags", "+faststart", "-shortest", str(target)]
+    with open(target.with_suffix(".log"), "w+b") as log_file:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file)
+        assert proc.stdin is not None
+        try:
+            for frame in frames:
+                proc.stdin.write(frame)
+            proc.stdin.close()
+            proc.wait(timeout=FFMPEG_TIMEOUT_S)
+        except BrokenPipeError:
+            proc.wait(timeout=FFMPEG_TIMEOUT_S)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        log_file.seek(0)
+        stderr = log_file.read().decode("utf-8", "replace")
+    if proc.returncode != 0 or not target.is_file():
+        raise _ffmpeg_failed(stderr)
+
+
 class LocalPresenterEngine:
     """The `presenter` engine on this machine: a portrait animated with OpenCV, encoded by ffmpeg.
 
@@ -631,40 +663,19 @@ class LocalPresenterEngine:
 
     def _encode(self, request: EngineRequest, animator: Animator, openness: np.ndarray, closure: np.ndarray,
                 motion: np.ndarray, sound: Path, target: Path, fps: float) -> None:
-        """Draw every frame into ffmpeg's stdin; ffmpeg muxes them with the audio (AAC) into `target`."""
-        assert self._encoder is not None
-        width, height = animator.layout.width, animator.layout.height
-        cmd = [audio.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "pipe:0",
-               "-i", str(sound), "-map", "0:v:0", "-map", "1:a:0",
-               *_video_args(self._encoder, self.preset, self.crf),
-               "-c:a", "aac", "-b:a", f"{self.audio_kbps}k", "-ac", "1",
-               "-movflags", "+faststart", "-shortest", str(target)]
+        """Draw every frame into ffmpeg, which muxes them with the audio (AAC) into `target`."""
         frames = len(openness)
         step = max(1, frames // 10)
-        with open(target.with_suffix(".log"), "w+b") as log_file:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file)
-            assert proc.stdin is not None
-            try:
-                for i in range(frames):
-                    if request.cancelled():
-                        raise UserFacingError("job_cancelled")
-                    if i % step == 0:
-                        request.progress(i / frames, f"rendering frame {i}/{frames}")
-                    frame = animator.frame(openness[i], closure[i], (motion[i, 0], motion[i, 1], motion[i, 2]))
-                    proc.stdin.write(frame.data)
-                proc.stdin.close()
-                proc.wait(timeout=FFMPEG_TIMEOUT_S)
-            except BrokenPipeError:
-                proc.wait(timeout=FFMPEG_TIMEOUT_S)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            log_file.seek(0)
-            stderr = log_file.read().decode("utf-8", "replace")
-        if proc.returncode != 0 or not target.is_file():
-            raise _ffmpeg_failed(stderr)
+
+        def drawn() -> Iterator[bytes | memoryview]:
+            for i in range(frames):
+                if request.cancelled():
+                    raise UserFacingError("job_cancelled")
+                if i % step == 0:
+                    request.progress(i / frames, f"rendering frame {i}/{frames}")
+                yield animator.frame(openness[i], closure[i], (motion[i, 0], motion[i, 1], motion[i, 2])).data
+
+        encode_frames(self, drawn(), animator.layout.width, animator.layout.height, sound, target, fps)
         request.progress(1.0, f"rendered {frames} frames")
 
     def _fit(self, request: EngineRequest, first: Path, duration: float, fps: float, max_bytes: int, layout: Layout,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from functools import lru_cache
@@ -33,7 +32,6 @@ from bot.errors import EngineUnavailable, UserFacingError
 from engines import audio
 from engines.base import EngineRequest
 from engines.presenter import (
-    FFMPEG_TIMEOUT_S,
     Box,
     Layout,
     LocalPresenterEngine,
@@ -41,8 +39,7 @@ from engines.presenter import (
     PresentRequest,
     Video,
     _checked,
-    _ffmpeg_failed,
-    _video_args,
+    encode_frames,
     find_face,
     frame_portrait,
     load_portrait,
@@ -398,32 +395,7 @@ class Wav2LipPresenterEngine:
     def _encode(self, request: EngineRequest, frames: Iterator[np.ndarray], width: int, height: int, sound: Path,
                 target: Path, fps: float) -> None:
         """Pipe the frames into ffmpeg, which muxes them with the audio (AAC) into `target`."""
-        local = self.local
-        assert local._encoder is not None
-        cmd = [audio.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "pipe:0",
-               "-i", str(sound), "-map", "0:v:0", "-map", "1:a:0",
-               *_video_args(local._encoder, local.preset, local.crf),
-               "-c:a", "aac", "-b:a", f"{local.audio_kbps}k", "-ac", "1",
-               "-movflags", "+faststart", "-shortest", str(target)]
-        with open(target.with_suffix(".log"), "w+b") as log_file:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file)
-            assert proc.stdin is not None
-            try:
-                for frame in frames:
-                    proc.stdin.write(frame.data)
-                proc.stdin.close()
-                proc.wait(timeout=FFMPEG_TIMEOUT_S)
-            except BrokenPipeError:
-                proc.wait(timeout=FFMPEG_TIMEOUT_S)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            log_file.seek(0)
-            stderr = log_file.read().decode("utf-8", "replace")
-        if proc.returncode != 0 or not target.is_file():
-            raise _ffmpeg_failed(stderr)
+        encode_frames(self.local, (frame.data for frame in frames), width, height, sound, target, fps)
 
 
 def _feather(h: int, w: int) -> np.ndarray:
