@@ -28,6 +28,17 @@ class EngineRequest:
     job_id: str = ""
 
 
+def run_each(one: Callable[[EngineRequest], Any], batch: list[EngineRequest]) -> list[Any]:
+    """`one(request)` for each request of a batch in turn; an exception becomes that request's result."""
+    results: list[Any] = []
+    for request in batch:
+        try:
+            results.append(one(request))
+        except Exception as e:  # fails only this request
+            results.append(e)
+    return results
+
+
 @runtime_checkable
 class Engine(Protocol):
     """Something the pool can load, run in batches and unload.

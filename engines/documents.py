@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bot.errors import BotError, UserFacingError
-from engines.base import EngineRequest
+from engines.base import EngineRequest, run_each
 
 log = logging.getLogger(__name__)
 
@@ -516,13 +516,7 @@ class DocumentReader:
         return None
 
     def run(self, batch: list[EngineRequest]) -> list[Any]:
-        results: list[Any] = []
-        for request in batch:
-            try:
-                results.append(self.read(request))
-            except Exception as e:  # fails only this request
-                results.append(e)
-        return results
+        return run_each(self.read, batch)
 
     def read(self, request: EngineRequest) -> ReadResult:
         """One request's document, read and chunked (raises `DocumentError` for a bad file)."""

@@ -30,7 +30,7 @@ import numpy as np
 
 from bot.errors import EngineError, EngineUnavailable, UserFacingError
 from engines import audio
-from engines.base import EngineRequest
+from engines.base import EngineRequest, run_each
 
 log = logging.getLogger(__name__)
 
@@ -620,13 +620,7 @@ class LocalPresenterEngine:
         self._default, self._encoder = None, None
 
     def run(self, batch: list[EngineRequest]) -> list[Any]:
-        results: list[Any] = []
-        for request in batch:
-            try:
-                results.append(self.render(request))
-            except Exception as e:
-                results.append(e)
-        return results
+        return run_each(self.render, batch)
 
     # -- one video ------------------------------------------------------------------------------------------
     def render(self, request: EngineRequest) -> Video:

@@ -30,7 +30,7 @@ import numpy as np
 
 from bot.errors import EngineUnavailable, UserFacingError
 from engines import audio
-from engines.base import EngineRequest
+from engines.base import EngineRequest, run_each
 from engines.presenter import (
     Box,
     Layout,
@@ -314,13 +314,7 @@ class Wav2LipPresenterEngine:
             torch.cuda.empty_cache()
 
     def run(self, batch: list[EngineRequest]) -> list[Any]:
-        results: list[Any] = []
-        for request in batch:
-            try:
-                results.append(self.render(request))
-            except Exception as e:
-                results.append(e)
-        return results
+        return run_each(self.render, batch)
 
     def predict(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
         """The generator on (B, 1, 80, 16) mel windows and (B, 6, 96, 96) faces in [0, 1]: (B, 3, 96, 96) float32."""

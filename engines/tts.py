@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from bot.errors import UnsupportedInput, UserFacingError
-from engines.base import EngineRequest
+from engines.base import EngineRequest, run_each
 from engines.espeak import _LANGUAGE_TAG, _Espeak, _espeak, _timings
 from engines.piper_voice import _load_piper, _piper_timings, _PiperVoice, with_duration_output
 from engines.speech_types import (
@@ -91,13 +91,7 @@ class LocalSpeechEngine:
         self._voices = []  # espeak-ng stays initialised: it is process-wide and small
 
     def run(self, batch: list[EngineRequest]) -> list[Any]:
-        results: list[Any] = []
-        for request in batch:
-            try:
-                results.append(self.speak(request))
-            except Exception as e:
-                results.append(e)
-        return results
+        return run_each(self.speak, batch)
 
     # -- choosing a voice -----------------------------------------------------------------------------
     def _piper(self, name: str | None, language: str) -> _PiperVoice | None:

@@ -27,6 +27,8 @@ from functools import lru_cache
 
 from aiohttp import web
 
+from tests.support.loopback import LoopbackServer
+
 PATH = "/cognitiveservices/v1"
 SSML_NS = "{http://www.w3.org/2001/10/synthesis}"
 MSTTS_NS = "{https://www.w3.org/2001/mstts}"
@@ -57,7 +59,7 @@ class Failure:
 
 
 @dataclass
-class AzureSpeechStub:
+class AzureSpeechStub(LoopbackServer):
     key: str = "test-key"
     seconds_per_char: float = 0.06
     url: str = ""
@@ -77,24 +79,7 @@ class AzureSpeechStub:
     async def start(self) -> AzureSpeechStub:
         app = web.Application()
         app.router.add_post(PATH, self._synthesize)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}{PATH}"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> AzureSpeechStub:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return await self._serve(app, PATH)
 
     async def _synthesize(self, request: web.Request) -> web.Response:
         self.attempts += 1

@@ -36,6 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.loopback import LoopbackServer
+
 JSON = dict[str, Any]
 Handler = Callable[[web.Request, "Recorded"], Awaitable[web.Response]]
 IMAGE_MAGIC = ((b"\xff\xd8\xff", 0, "jpeg"), (b"\x89PNG\r\n\x1a\n", 0, "png"))
@@ -92,7 +94,7 @@ class Injected:
 
 
 @dataclass
-class DIDStub:
+class DIDStub(LoopbackServer):
     key: str = "test-key"
     polls_until_done: int = 2
     fail_next_talk: str | None = None  # "Kind: description": the next talk created ends in `fail_status`
@@ -129,24 +131,7 @@ class DIDStub:
         app.router.add_get("/talks/{id}", self._route(self._get_talk))
         app.router.add_delete("/talks/{id}", self._route(self._delete_talk))
         app.router.add_get("/results/{name}", self._route(self._result))
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> DIDStub:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return await self._serve(app)
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.loopback import LoopbackServer
+
 JSON = dict[str, Any]
 DEFAULT_MODEL = "gpt-4o-mini"
 MODERATION_CATEGORIES = (
@@ -461,7 +463,7 @@ RECORDED = web.RequestKey("recorded", Recorded)
 Responder = Callable[[JSON], Reply | Awaitable[Reply]]
 
 
-class OpenAIStub:
+class OpenAIStub(LoopbackServer):
     """The server: records every request, answers the OpenAI routes from the helpers above."""
 
     def __init__(self) -> None:
@@ -520,23 +522,7 @@ class OpenAIStub:
             post("/v1/fine_tuning/jobs/{id}/cancel", self._job),
             post("/tokenize", self._tokenize), post("/detokenize", self._detokenize), get("/health", self._health),
         ])
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> OpenAIStub:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return await self._serve(app, handler_cancellation=True)
 
     # -- plumbing --------------------------------------------------------------------------------------------
 
