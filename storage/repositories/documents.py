@@ -220,7 +220,7 @@ class DocumentRepository(Repository):
         """
         scope_chunks, ef_search = 0, EF_SEARCH
         if not exact:
-            scope_chunks, all_chunks = await self._sizes(workspace_pk, channel_pk)
+            scope_chunks, all_chunks = await self.sizes(workspace_pk, channel_pk)
             if scope_chunks == 0:
                 return []
             if scope_chunks < EXACT_BELOW:
@@ -248,7 +248,7 @@ class DocumentRepository(Repository):
             return await self.search_vector(workspace_pk, channel_pk, model, vector, k, exact=True)
         return hits
 
-    async def _sizes(self, workspace_pk: int, channel_pk: int | None) -> tuple[int, int]:
+    async def sizes(self, workspace_pk: int, channel_pk: int | None) -> tuple[int, int]:
         """Chunks visible from the scope, and in every knowledge base, from the document rows (cheap:
         one row per document, not per chunk)."""
         visible = _visible(Document.workspace_id, Document.channel_id, workspace_pk, channel_pk)
