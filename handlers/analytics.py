@@ -12,8 +12,8 @@ from bot.context import HandlerContext
 from bot.errors import UserFacingError
 from bot.events import IncomingEvent
 from bot.router import Option, OptionType, Router
-from engines.llm import ChatRequest, ChatResult
 from handlers.docs import embed
+from handlers.summarize import chat_once
 from handlers.textstats import (
     Embed,
     SentimentClassifier,
@@ -25,7 +25,6 @@ from handlers.textstats import (
     representatives,
     topic_vectors,
 )
-from handlers.usage import record_usage
 
 MIN_TOPIC_MESSAGES = 6
 EXCERPT = 160
@@ -44,13 +43,6 @@ def embedder(ctx: HandlerContext) -> Embed:
     return run
 
 
-async def chat_once(ctx: HandlerContext, messages: list[dict[str, str]], max_tokens: int) -> str:
-    result: ChatResult = await ctx.pool.run(ctx.settings.chat.engine, ChatRequest(
-        messages=messages, model=ctx.settings.chat.model, temperature=0, max_tokens=max_tokens))
-    await record_usage(ctx, result)
-    return result.text
-
-
 # -- /sentiment -------------------------------------------------------------------------------------------------------
 
 
@@ -63,7 +55,7 @@ async def sentiment_command(event: IncomingEvent, ctx: HandlerContext) -> None:
     [result] = await classifier.classify(text, embedder(ctx))
     label, method = result.label, "embeddings"
     if docs.sentiment_fallback and (result.unsure or result.confidence < docs.sentiment_min_confidence):
-        answer = parse_fallback(await chat_once(ctx, fallback_prompt(text), 8))
+        answer = parse_fallback((await chat_once(ctx, fallback_prompt(text), max_tokens=8, temperature=0)).text)
         if answer is not None:
             label, method = answer, "chat"
     await ctx.responder.send(ctx.t("sentiment_result", label=ctx.t(f"sentiment_{label}"),
@@ -73,16 +65,14 @@ async def sentiment_command(event: IncomingEvent, ctx: HandlerContext) -> None:
 # -- messages of the channel ------------------------------------------------------------------------------------------
 
 
-async def embed_missing(ctx: HandlerContext, limit: int) -> str:
-    """Embed the channel's newest messages that have no vector yet; returns the model name."""
+async def embed_missing(ctx: HandlerContext, model: str, limit: int) -> None:
+    """Embed the channel's newest messages that have no vector of `model` yet."""
     assert ctx.identity is not None
-    model = (await embed(ctx, ["model"], "query")).model
     missing = await ctx.store.message_vectors.missing(ctx.identity.channel_pk, model, limit)
     if missing:
         vectors = await embedder(ctx)([text for _, text in missing], "passage")
         await ctx.store.message_vectors.add(ctx.identity.workspace_pk, ctx.identity.channel_pk, model,
                                             [(mid, vec) for (mid, _), vec in zip(missing, vectors, strict=True)])
-    return model
 
 
 async def similar_command(event: IncomingEvent, ctx: HandlerContext) -> None:
@@ -90,10 +80,10 @@ async def similar_command(event: IncomingEvent, ctx: HandlerContext) -> None:
     text = str(ctx.state["args"].get("text") or "").strip()
     if not text:
         raise UserFacingError("similar_empty")
-    model = await embed_missing(ctx, ctx.settings.docs.topics_messages * 5)
-    query = (await embed(ctx, [text], "query")).vectors[0]
-    hits = await ctx.store.message_vectors.similar(ctx.identity.workspace_pk, ctx.identity.channel_pk, model, query,
-                                                   ctx.settings.docs.similar_k)
+    query = await embed(ctx, [text], "query")
+    await embed_missing(ctx, query.model, ctx.settings.docs.topics_messages * 5)
+    hits = await ctx.store.message_vectors.similar(ctx.identity.workspace_pk, ctx.identity.channel_pk, query.model,
+                                                   query.vectors[0], ctx.settings.docs.similar_k)
     if not hits:
         await ctx.responder.send(ctx.t("similar_none"))
         return
@@ -125,7 +115,8 @@ async def topics_command(event: IncomingEvent, ctx: HandlerContext) -> None:
     labels = cluster(vectors, int(n) if n else None)
     samples = representatives(vectors, labels, texts)
     locale = ctx.locale or "en"
-    names = parse_names(await chat_once(ctx, naming_prompt(samples, locale), 200), samples.keys(), locale)
+    naming = await chat_once(ctx, naming_prompt(samples, locale), max_tokens=200, temperature=0)
+    names = parse_names(naming.text, samples.keys(), locale)
     sizes = Counter(labels)
     lines = []
     for cluster_id, size in sizes.most_common():

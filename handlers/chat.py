@@ -14,7 +14,7 @@ from typing import Any
 from bot.context import HandlerContext
 from bot.errors import EngineError, UserFacingError
 from bot.events import EventKind, IncomingEvent
-from bot.responder import Button
+from bot.responder import Button, StreamContext
 from bot.router import Router
 from engines.llm import ChatRequest, ChatResult, TokenizeRequest
 from engines.tokens import estimate_tokens
@@ -131,23 +131,32 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
             await record_usage(ctx, call)
 
 
+async def stream_into(ctx: HandlerContext, writer: StreamContext, engine: str, request: ChatRequest, event_id: str,
+                      restorer: Restorer | None = None) -> ChatResult | None:
+    """Stream the chat engine's answer into `writer`, with masked PII put back; the final result (its text as
+    shown), or None when the engine ended without one."""
+    result: ChatResult | None = None
+    async for chunk in ctx.pool.stream(engine, request, event_id=event_id):
+        if isinstance(chunk, ChatResult):
+            result = chunk
+        else:
+            await writer.write(restorer.feed(chunk) if restorer else chunk)
+    if restorer is not None:
+        await writer.write(restorer.flush())
+        if result is not None:
+            result = dataclasses.replace(result, text=writer.text)
+    return result
+
+
 async def stream_answer(
     ctx: HandlerContext, engine: str, request: ChatRequest, conversation: int, event_id: str,
     restorer: Restorer | None = None,
 ) -> ChatResult:
     """Stream the answer into one edited message, store it, and put feedback buttons under it."""
-    result: ChatResult | None = None
     async with ctx.responder.stream() as writer:
-        async for chunk in ctx.pool.stream(engine, request, event_id=event_id):
-            if isinstance(chunk, ChatResult):
-                result = chunk
-            else:
-                await writer.write(restorer.feed(chunk) if restorer else chunk)
+        result = await stream_into(ctx, writer, engine, request, event_id, restorer)
         if result is None:
             raise EngineError("the chat engine ended without an answer")
-        if restorer is not None:
-            await writer.write(restorer.flush())
-            result = dataclasses.replace(result, text=writer.text)
         if not result.text.strip():
             await writer.write(ctx.t("empty_answer"))
         tokens = result.tokens_out or estimate_tokens(result.text)

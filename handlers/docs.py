@@ -15,12 +15,12 @@ from pathlib import PurePath
 from bot.context import HandlerContext
 from bot.errors import UserFacingError
 from bot.events import Attachment, EventKind, IncomingEvent
-from bot.moderation import screen
+from bot.moderation import bypassed, category_names, screen
 from bot.router import Option, OptionType, Router
 from engines.documents import SUPPORTED, DocumentError, ReadRequest, ReadResult
 from engines.embeddings import Embeddings, EmbedRequest, Kind
-from engines.llm import ChatRequest, ChatResult
-from handlers.chat import redact_for
+from engines.llm import ChatRequest
+from handlers.chat import redact_for, stream_into
 from handlers.chat_config import WORKSPACE, resolve, set_channel
 from handlers.core import attachment_received
 from handlers.retrieval import (
@@ -106,14 +106,12 @@ async def add_document(ctx: HandlerContext, event: IncomingEvent, attachment: At
 async def screen_document(ctx: HandlerContext, event: IncomingEvent, name: str, read: ReadResult) -> None:
     """Moderation of the document's text, all passages at once (the pool batches them); nothing is stored
     if one blocks."""
-    settings = ctx.settings.moderation
-    if not settings.enabled or (ctx.identity is not None and ctx.identity.role in settings.bypass_roles):
+    if not ctx.settings.moderation.enabled or bypassed(ctx):
         return
     verdicts = await asyncio.gather(*(screen(ctx, event, chunk.text, "document") for chunk in read.chunks))
     for verdict in verdicts:
         if verdict.blocks:
-            names = ", ".join(ctx.t(f"mod_cat_{c}") for c in verdict.categories)
-            raise UserFacingError("moderation_blocked_document", name=name, categories=names)
+            raise UserFacingError("moderation_blocked_document", name=name, categories=category_names(ctx, verdict))
 
 
 async def report_added(ctx: HandlerContext, row: DocumentRow, new: bool) -> None:
@@ -221,7 +219,8 @@ async def answer_question(event: IncomingEvent, ctx: HandlerContext, question: s
     assert ctx.identity is not None
     if not question.strip():
         raise UserFacingError("ask_empty")
-    if not await ctx.store.documents.count_chunks(ctx.identity.workspace_pk, ctx.identity.channel_pk):
+    visible, _ = await ctx.store.documents.sizes(ctx.identity.workspace_pk, ctx.identity.channel_pk)
+    if not visible:
         raise UserFacingError("docs_none", formats=", ".join(SUPPORTED))
     passages, relevant = await retrieve(ctx, question)
     if not relevant:
@@ -231,15 +230,8 @@ async def answer_question(event: IncomingEvent, ctx: HandlerContext, question: s
     messages, restorer = redact_for(ctx, config.engine, grounded_messages(question, passages))
     request = ChatRequest(messages=messages, model=config.model, temperature=0.1,
                           max_tokens=ctx.settings.docs.answer_max_tokens)
-    result: ChatResult | None = None
     async with ctx.responder.stream() as writer:
-        async for chunk in ctx.pool.stream(config.engine, request, event_id=event.event_id):
-            if isinstance(chunk, ChatResult):
-                result = chunk
-            else:
-                await writer.write(restorer.feed(chunk) if restorer else chunk)
-        if restorer is not None:
-            await writer.write(restorer.flush())
+        result = await stream_into(ctx, writer, config.engine, request, event.event_id, restorer)
         if result is None or not result.text.strip():
             await writer.write(ctx.t("empty_answer"))
         answer = result.text if result is not None else ""

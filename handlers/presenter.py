@@ -24,6 +24,7 @@ from handlers.chat_config import resolve, set_channel
 from handlers.moderation import check_quota
 from handlers.speech import speak
 from handlers.summarize import ask_llm
+from handlers.usage import record
 
 log = logging.getLogger(__name__)
 PORTRAIT_KEY = "presenter_portrait"  # workspace setting: the blob id of the portrait
@@ -50,11 +51,7 @@ async def render(ctx: HandlerContext, event: IncomingEvent, text: str) -> Video:
     request = PresentRequest(audio=speech.audio, portrait=await portrait(ctx), text=text, phonemes=speech.phonemes,
                              max_bytes=int(limit * 2**20), fps=settings.fps, size=settings.size)
     video: Video = await ctx.pool.run(settings.engine, request, progress=ctx.responder.progress)
-    identity = ctx.identity
-    await ctx.store.usage.record(settings.engine, model=video.renderer, seconds=video.duration_s,
-                                 workspace_pk=identity.workspace_pk if identity else None,
-                                 channel_pk=identity.channel_pk if identity else None,
-                                 user_pk=identity.user_pk if identity else None)
+    await record(ctx, settings.engine, model=video.renderer, seconds=video.duration_s)
     return video
 
 

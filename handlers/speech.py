@@ -17,6 +17,7 @@ from handlers.chat import chat_turn
 from handlers.chat_config import resolve, set_channel
 from handlers.moderation import check_quota
 from handlers.summarize import tree_summarize
+from handlers.usage import record
 
 AUDIO_FORMAT = {"discord": "ogg", "slack": "mp3", "web": "mp3"}
 MAP_PROMPT = "Summarize this part of a meeting transcript in a few bullet points. Keep names, numbers and decisions."
@@ -43,11 +44,7 @@ async def transcribe(ctx: HandlerContext, event: IncomingEvent, attachment: Atta
                                 max_seconds=ctx.settings.speech.max_audio_seconds)
     engine = ctx.settings.speech.stt_engine
     transcript: Transcript = await ctx.pool.run(engine, request, progress=ctx.responder.progress)
-    identity = ctx.identity
-    await ctx.store.usage.record(engine, seconds=transcript.duration_s,
-                                 workspace_pk=identity.workspace_pk if identity else None,
-                                 channel_pk=identity.channel_pk if identity else None,
-                                 user_pk=identity.user_pk if identity else None)
+    await record(ctx, engine, seconds=transcript.duration_s)
     if not transcript.text.strip():
         raise UserFacingError("audio_silent", name=attachment.name)
     await enforce(ctx, event, transcript.text, "transcript")

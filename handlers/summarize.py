@@ -31,13 +31,19 @@ def pieces(text: str, size: int) -> list[str]:
     return out
 
 
-async def ask_llm(ctx: HandlerContext, system: str, text: str, max_tokens: int = 400) -> ChatResult:
+async def chat_once(ctx: HandlerContext, messages: list[dict[str, str]], *, max_tokens: int = 400,
+                    temperature: float = 0.2) -> ChatResult:
     """One non-streamed answer from the configured chat engine, with its usage recorded."""
     result: ChatResult = await ctx.pool.run(ctx.settings.chat.engine, ChatRequest(
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": text}],
-        model=ctx.settings.chat.model, temperature=0.2, max_tokens=max_tokens))
+        messages=messages, model=ctx.settings.chat.model, temperature=temperature, max_tokens=max_tokens))
     await record_usage(ctx, result)
     return result
+
+
+async def ask_llm(ctx: HandlerContext, system: str, text: str, max_tokens: int = 400) -> ChatResult:
+    """`chat_once` with a system prompt and one user message."""
+    return await chat_once(ctx, [{"role": "system", "content": system}, {"role": "user", "content": text}],
+                           max_tokens=max_tokens)
 
 
 async def tree_summarize(ctx: HandlerContext, text: str, map_prompt: str, reduce_prompt: str, size: int) -> str:

@@ -24,15 +24,20 @@ def price_of(ctx: HandlerContext, model: str, tokens_in: int, tokens_out: int) -
     return (Decimal(str(price.input)) * tokens_in + Decimal(str(price.output)) * tokens_out) / Decimal(1_000_000)
 
 
-async def record_usage(ctx: HandlerContext, result: ChatResult, engine: str = "llm") -> None:
+async def record(ctx: HandlerContext, engine: str, **values: Any) -> None:
+    """One usage-ledger row for the sender of this event (tokens, seconds, cost as `values`)."""
     identity = ctx.identity
     await ctx.store.usage.record(
-        engine, model=result.model, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
-        cost=price_of(ctx, result.model, result.tokens_in, result.tokens_out),
+        engine, **values,
         workspace_pk=identity.workspace_pk if identity else None,
         channel_pk=identity.channel_pk if identity else None,
         user_pk=identity.user_pk if identity else None,
     )
+
+
+async def record_usage(ctx: HandlerContext, result: ChatResult, engine: str = "llm") -> None:
+    await record(ctx, engine, model=result.model, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
+                 cost=price_of(ctx, result.model, result.tokens_in, result.tokens_out))
 
 
 async def _budgets(ctx: HandlerContext) -> list[tuple[str, float, dict[str, Any]]]:
