@@ -159,7 +159,7 @@ class Moderation:
         if not settings.enabled or ctx.identity is None:
             await call_next()
             return
-        bypass = ctx.identity.role in settings.bypass_roles
+        bypass = moderation.bypassed(ctx)
         until = None if bypass else await moderation.muted_until(ctx, event)
         if until is not None:
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until)) if until else ctx.t("mute_forever")

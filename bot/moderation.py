@@ -133,12 +133,22 @@ async def screen(ctx: HandlerContext, event: IncomingEvent, text: str, source: s
     return verdict
 
 
+def category_names(ctx: HandlerContext, verdict: Verdict) -> str:
+    """The verdict's categories in the user's language, for messages."""
+    return ", ".join(ctx.t(f"mod_cat_{c}") for c in verdict.categories)
+
+
+def bypassed(ctx: HandlerContext) -> bool:
+    """True when the sender's role skips the checks of what they send."""
+    return ctx.identity is not None and ctx.identity.role in ctx.settings.moderation.bypass_roles
+
+
 async def enforce(ctx: HandlerContext, event: IncomingEvent, text: str, source: str) -> Verdict:
     """`screen`, then stop a blocked text with a message saying why, or warn and go on."""
     if not ctx.settings.moderation.enabled or not text.strip():
         return Verdict("allow", (), {}, "none", False)
     verdict = await screen(ctx, event, text, source)
-    names = ", ".join(ctx.t(f"mod_cat_{c}") for c in verdict.categories)
+    names = category_names(ctx, verdict)
     if verdict.blocks:
         key = "moderation_self_harm" if "self_harm" in verdict.categories else f"moderation_blocked_{source}"
         raise UserFacingError(key, categories=names)
