@@ -255,6 +255,8 @@ class PoolSettings(Section):
 
 
 def default_engines() -> dict[str, EngineSettings]:
+    local_moderation = EngineSettings(impl="engines.moderation:LocalModerationEngine", max_batch=32, batch_wait_ms=2,
+                                      queue_size=1024, timeout_s=30, memory_mb=60)
     return {
         "noop": EngineSettings(impl="engines.noop:NoopEngine", max_batch=64, queue_size=4096),
         # The bundled model in llama.cpp's server; set options.provider = "openai" (with base_url)
@@ -274,10 +276,8 @@ def default_engines() -> dict[str, EngineSettings]:
         # Local moderation: a bilingual term and pattern policy plus alt-profanity-check for English.
         # impl = "engines.moderation:OpenAIModerationEngine" (device "remote") for OpenAI's endpoint; the
         # local one stays as [moderation] fallback_engine.
-        "moderation": EngineSettings(impl="engines.moderation:LocalModerationEngine", max_batch=32, batch_wait_ms=2,
-                                     queue_size=1024, timeout_s=30, memory_mb=60),
-        "moderation_local": EngineSettings(impl="engines.moderation:LocalModerationEngine", max_batch=32,
-                                           batch_wait_ms=2, queue_size=1024, timeout_s=30, memory_mb=60),
+        "moderation": local_moderation,
+        "moderation_local": local_moderation.model_copy(),
         # The local talking-head renderer (OpenCV face finding, ffmpeg); impl =
         # "engines.presenter_did:DIDPresenterEngine" (device "remote", DID_API_KEY) for D-ID.
         "presenter": EngineSettings(impl="engines.presenter:LocalPresenterEngine", max_batch=1, queue_size=16,

@@ -180,12 +180,17 @@ def encode(audio: np.ndarray | bytes, fmt: AudioFormat, *, sample_rate: int = SA
 def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     """Mono float samples as a 16-bit PCM WAV file."""
     pcm = (np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0) * 32767).astype("<i2")
+    return pcm_wav(pcm.tobytes(), sample_rate)
+
+
+def pcm_wav(pcm: bytes, sample_rate: int) -> bytes:
+    """Mono 16-bit little-endian PCM as a WAV file."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
+        w.writeframes(pcm)
     return buffer.getvalue()
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import subprocess
 import tempfile
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from bot.errors import UnsupportedInput, UserFacingError
-from engines.audio import ffmpeg_exe
+from engines.audio import ffmpeg_exe, pcm_wav
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +108,7 @@ _ENCODE = {
 }
 
 
-def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
-    """Mono 16-bit PCM as a WAV file."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm)
-    return buf.getvalue()
+wav_bytes = pcm_wav  # mono 16-bit PCM as a WAV file (the speech engines' name for it)
 
 
 def encode_audio(wav: bytes, fmt: str) -> bytes:
