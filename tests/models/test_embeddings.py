@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,16 +25,8 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[E5Engine]:
-    e = E5Engine()
-    e.load()
-    yield e
-    e.unload()
-
-
-def embed(engine: E5Engine, texts: list[str], kind: Kind = "passage") -> Embeddings:
-    [result] = engine.run([EngineRequest(EmbedRequest(texts, kind))])
+def embed(e5_engine: E5Engine, texts: list[str], kind: Kind = "passage") -> Embeddings:
+    [result] = e5_engine.run([EngineRequest(EmbedRequest(texts, kind))])
     assert isinstance(result, Embeddings), result
     return result
 
@@ -44,8 +35,8 @@ def dot(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
-def test_dimension_and_normalised(engine: E5Engine) -> None:
-    result = embed(engine, ["hello world", "你好，世界"])
+def test_dimension_and_normalised(e5_engine: E5Engine) -> None:
+    result = embed(e5_engine, ["hello world", "你好，世界"])
     assert result.dim == 384
     assert result.model
     assert len(result.vectors) == 2
@@ -54,25 +45,25 @@ def test_dimension_and_normalised(engine: E5Engine) -> None:
         assert math.isclose(math.sqrt(dot(v, v)), 1.0, abs_tol=1e-5)
 
 
-def test_bilingual_retrieval_four_of_four(engine: E5Engine) -> None:
-    passages = embed(engine, PASSAGES).vectors
-    queries = embed(engine, [q for q, _ in QUERIES], "query").vectors
+def test_bilingual_retrieval_four_of_four(e5_engine: E5Engine) -> None:
+    passages = embed(e5_engine, PASSAGES).vectors
+    queries = embed(e5_engine, [q for q, _ in QUERIES], "query").vectors
     for (text, expected), q in zip(QUERIES, queries, strict=True):
         scores = [dot(q, p) for p in passages]
         assert scores.index(max(scores)) == expected, (text, scores)
 
 
-def test_batch_of_three_returns_each_request_its_vectors(engine: E5Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_of_three_returns_each_request_its_vectors(e5_engine: E5Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     payloads = [EmbedRequest(PASSAGES[:2]), EmbedRequest(["大熊猫吃什么？"], "query"), EmbedRequest(PASSAGES[2:])]
     calls: list[tuple[str, int]] = []
-    real = engine._embed
+    real = e5_engine._embed
 
     def spy(texts: list[str], kind: Kind) -> list[list[float]]:
         calls.append((kind, len(texts)))
         return real(texts, kind)
 
-    monkeypatch.setattr(engine, "_embed", spy)
-    results = engine.run([EngineRequest(p) for p in payloads])
+    monkeypatch.setattr(e5_engine, "_embed", spy)
+    results = e5_engine.run([EngineRequest(p) for p in payloads])
     monkeypatch.undo()
     assert sorted(calls) == [("passage", 4), ("query", 1)]  # one model call per kind
     assert len(results) == 3
@@ -80,13 +71,13 @@ def test_batch_of_three_returns_each_request_its_vectors(engine: E5Engine, monke
         assert isinstance(result, Embeddings)
         assert len(result.vectors) == len(payload.texts)
         for text, vector in zip(payload.texts, result.vectors, strict=True):
-            single = embed(engine, [text], payload.kind).vectors[0]
+            single = embed(e5_engine, [text], payload.kind).vectors[0]
             assert dot(single, vector) > 0.999, text
 
 
-def test_empty_input_and_bad_payload(engine: E5Engine) -> None:
-    assert embed(engine, []) == Embeddings(vectors=[], model=engine.model, dim=384)
-    empty, bad, ok = engine.run([EngineRequest(EmbedRequest([], "query")), EngineRequest("not a request"),
+def test_empty_input_and_bad_payload(e5_engine: E5Engine) -> None:
+    assert embed(e5_engine, []) == Embeddings(vectors=[], model=e5_engine.model, dim=384)
+    empty, bad, ok = e5_engine.run([EngineRequest(EmbedRequest([], "query")), EngineRequest("not a request"),
                                  EngineRequest(EmbedRequest(["x"]))])
     assert isinstance(empty, Embeddings) and empty.vectors == []
     assert isinstance(bad, TypeError)

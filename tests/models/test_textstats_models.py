@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -91,17 +91,9 @@ TOPICS: dict[str, list[str]] = {
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[E5Engine]:
-    e = E5Engine()
-    e.load()
-    yield e
-    e.unload()
-
-
-@pytest.fixture(scope="module")
-def embed(engine: E5Engine) -> Embed:
+def embed(e5_engine: E5Engine) -> Embed:
     async def embed(texts: list[str], kind: str) -> list[list[float]]:
-        [result] = engine.run([EngineRequest(EmbedRequest(texts, cast(Kind, kind)))])
+        [result] = e5_engine.run([EngineRequest(EmbedRequest(texts, cast(Kind, kind)))])
         assert isinstance(result, Embeddings), result
         return result.vectors
 
