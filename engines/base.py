@@ -19,11 +19,14 @@ class EngineRequest:
     """One job's input as an engine sees it.
 
     `progress(fraction, note)` may be called from any thread. `cancelled()` turns true once the
-    job is cancelled or timed out; long loops should check it and stop early.
+    job is cancelled or timed out; long loops should check it and stop early. `emit(item)` (any
+    thread) hands the caller an intermediate item (an image preview) on the job's chunk queue,
+    which a caller of `pool.submit` reads with `JobStream(job)` before it awaits `job.result()`.
     """
 
     payload: Any
     progress: ProgressFn = field(default=lambda fraction, note: None, repr=False)
+    emit: Callable[[Any], None] = field(default=lambda item: None, repr=False)
     cancelled: Callable[[], bool] = field(default=lambda: False, repr=False)
     job_id: str = ""
 

@@ -169,7 +169,8 @@ class Job:
         self._callback = progress
         self._progress = SerialCalls(tasks, f"progress of job {self.id}")
         self.request = EngineRequest(
-            payload, progress=self._progress_from_engine, cancelled=self._cancelled.is_set, job_id=self.id
+            payload, progress=self._progress_from_engine, cancelled=self._cancelled.is_set, job_id=self.id,
+            emit=self._emit_from_engine,
         )
 
     def __repr__(self) -> str:
@@ -235,6 +236,13 @@ class Job:
             self._loop.call_soon_threadsafe(self._deliver_progress, float(fraction), str(note))
         except Exception:  # loop closed, or a fraction that is not a number
             log.debug("job %s: progress dropped", self.id, exc_info=True)
+
+    def _emit_from_engine(self, item: Any) -> None:
+        """Called by the engine from any thread; never raises into it."""
+        try:
+            self._loop.call_soon_threadsafe(self.push_chunk, item)
+        except Exception:  # loop closed
+            log.debug("job %s: item dropped", self.id, exc_info=True)
 
     def _deliver_progress(self, fraction: float, note: str) -> None:
         callback = self._callback
