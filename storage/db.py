@@ -29,6 +29,7 @@ from storage.repositories import (
     DocumentRepository,
     EventRepository,
     IdentityRepository,
+    ImageRepository,
     InstallationRepository,
     JobRepository,
     MemoryRepository,
@@ -116,6 +117,7 @@ class Store:
         self.state = StateRepository(self.sessions)
         self.documents = DocumentRepository(self.sessions)
         self.message_vectors = MessageVectorRepository(self.sessions)
+        self.images = ImageRepository(self.sessions)
 
     @property
     def embedded(self) -> bool:

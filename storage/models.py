@@ -352,6 +352,36 @@ class MessageEmbedding(Base):
     embedding: Mapped[Any] = mapped_column(Vector())
 
 
+
+class Image(Base):
+    """An uploaded or generated image's embedding (CLIP), for /similar-image and search by description.
+
+    The bytes are a `blob`; `params` are the generation settings of a generated one. Like `doc_chunk`,
+    `embedding` has no fixed dimension and each `model` gets its own partial HNSW index at runtime
+    (`ImageRepository.ensure_index`), so vectors of different models are never compared. `model` and
+    `embedding` are both NULL for an image kept while no CLIP engine was configured (`set_vector` fills them).
+    """
+
+    __tablename__ = "image"
+    __table_args__ = (
+        Index(None, "workspace_id", "created_at"),
+        Index(None, "blob_id"),
+        CheckConstraint("source IN ('upload', 'generated')", name="source"),
+        CheckConstraint("(model IS NULL) = (embedding IS NULL)", name="vector_with_model"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channel.id", ondelete="CASCADE"))
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    model: Mapped[str | None] = mapped_column(Text)
+    embedding: Mapped[Any | None] = mapped_column(Vector())
+    created_at: Mapped[datetime] = _created()
+
+
 # Full-text search over the jieba-segmented text; queries must use the same expression.
 FTS_CONFIG = "simple"
 Index("ix_doc_chunk_fts", func.to_tsvector(text(f"'{FTS_CONFIG}'::regconfig"), DocChunk.search_text),

@@ -8,6 +8,7 @@ from storage.repositories.conversations import ConversationRepository
 from storage.repositories.documents import ChunkHit, ChunkIn, DocumentRepository, DocumentRow
 from storage.repositories.events import EventRepository
 from storage.repositories.identity import Identity, IdentityRepository, Role
+from storage.repositories.images import ImageHit, ImageRepository, ImageRow
 from storage.repositories.installations import InstallationRepository
 from storage.repositories.jobs import JobRepository, JobRow
 from storage.repositories.memory import FactRow, MemoryRepository, Summary
@@ -32,6 +33,9 @@ __all__ = [
     "FactRow",
     "Identity",
     "IdentityRepository",
+    "ImageHit",
+    "ImageRepository",
+    "ImageRow",
     "InstallationRepository",
     "JobRepository",
     "JobRow",

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import FTS_CONFIG, DocChunk, Document
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, Sessions
 
 EF_SEARCH = 100  # HNSW candidate list per query; filters (scope) apply after the index scan
 MAX_EF_SEARCH = 1000
@@ -122,18 +122,27 @@ def _visible(column_ws: Any, column_ch: Any, workspace_pk: int, channel_pk: int 
     return and_(column_ws == workspace_pk, channel)
 
 
+async def ensure_hnsw_index(sessions: Sessions, table: str, model: str, dim: int, column: str = "embedding") -> None:
+    """The partial HNSW index (cosine) over one embedding model's vectors in `table`, if it is not there yet.
+
+    `table` must have a text `model` column and a dimensionless vector `column`; searches must use
+    `cosine_distance(column, vector)` and a literal `model = '...'` predicate for the planner to pick it.
+    """
+    name = index_name(table, model, dim)
+    ddl = (f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw "
+           f"(({column}::vector({int(dim)})) vector_cosine_ops) WHERE model = {sql_string(model)}")
+    async with sessions.begin() as session:
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
+        await session.execute(text(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"))
+        await session.execute(text(ddl))
+
+
 class DocumentRepository(Repository):
     """Documents and chunks, always read through a (workspace, channel) scope."""
 
     async def ensure_index(self, model: str, dim: int, table: str = "doc_chunk", column: str = "embedding") -> None:
         """The HNSW index for one embedding model's vectors (cosine), if it is not there yet."""
-        name = index_name(table, model, dim)
-        ddl = (f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw "
-               f"(({column}::vector({int(dim)})) vector_cosine_ops) WHERE model = {sql_string(model)}")
-        async with self._sessions.begin() as session:
-            await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
-            await session.execute(text(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"))
-            await session.execute(text(ddl))
+        await ensure_hnsw_index(self._sessions, table, model, dim, column)
 
     async def find_same(self, workspace_pk: int, channel_pk: int | None, sha256: str) -> DocumentRow | None:
         """A document with this content already visible from the scope."""
