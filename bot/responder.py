@@ -51,6 +51,8 @@ class Responder(Protocol):
 
     async def progress(self, fraction: float, note: str = "") -> None: ...
 
+    async def preview(self, png: bytes, fraction: float, note: str = "") -> None: ...
+
     async def error(self, text: str) -> None: ...
 
     async def typing(self) -> None: ...
@@ -141,6 +143,11 @@ class BaseResponder:
                 return
             self._progress_at = now
             self._progress_id = await self._progress(self._progress_id, fraction, note)
+
+    async def preview(self, png: bytes, fraction: float, note: str = "") -> None:
+        """A small look at a job in progress (an image being drawn). Platforms that can only post files
+        upload it; the caller throttles. The web page shows it inside the progress bar instead."""
+        await self._upload(png, "preview.png", "image/png", f"{round(fraction * 100)}% {note}".strip(), ())
 
     async def error(self, text: str) -> None:
         await self._error(text)

@@ -216,6 +216,32 @@ class PresenterSettings(Section):
     max_video_mb: dict[str, float] = {"discord": 10.0, "slack": 50.0, "web": 20.0}  # upload limits per platform
 
 
+class ImageSettings(Section):
+    """Drawing, editing and finding images (/imagine, /edit, /inpaint, /upscale, /control, /classify, /find,
+    /detect)."""
+
+    engine: str = "diffusion"  # Stable Diffusion pipelines: see [engines.diffusion]
+    clip_engine: str = "clip"  # embeddings for /find and /classify: see [engines.clip]
+    detect_engine: str = "detect"  # OWL-ViT for /detect: see [engines.detect]
+    width: int = Field(512, ge=64, le=2048)
+    height: int = Field(512, ge=64, le=2048)
+    max_side: int = Field(1024, ge=64, le=4096)  # the largest width or height /imagine accepts
+    steps: int = Field(25, ge=1, le=200)
+    max_steps: int = Field(60, ge=1, le=500)
+    guidance: float = Field(7.5, ge=0, le=30)
+    max_count: int = Field(4, ge=1, le=16)  # images per request
+    strength: float = Field(0.75, gt=0, le=1)  # /edit's default: how much of the input is redrawn
+    variation_strength: float = Field(0.55, gt=0, le=1)  # the Variations button
+    max_pixels: int = Field(1024 * 1024, ge=4096)  # larger attachments are scaled down, with a notice
+    max_decode_pixels: int = Field(50_000_000, ge=4096)  # larger ones are refused before decoding
+    max_upscale_side: int = Field(512, ge=32)  # the x4 upscaler's input is scaled to this first
+    preview_every: int = Field(5, ge=0)  # steps between previews (0: none)
+    preview_interval_s: float = Field(4.0, ge=0)  # at most one preview per job this often
+    index_images: bool = True  # embed every uploaded and generated image for /find (when [engines.clip] has a model)
+    find_results: int = Field(4, ge=1, le=20)
+    detect_threshold: float = Field(0.1, ge=0, le=1)
+
+
 class SlackSettings(Section):
     """Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on this server."""
 
@@ -282,6 +308,16 @@ def default_engines() -> dict[str, EngineSettings]:
         # "engines.presenter_did:DIDPresenterEngine" (device "remote", DID_API_KEY) for D-ID.
         "presenter": EngineSettings(impl="engines.presenter:LocalPresenterEngine", max_batch=1, queue_size=16,
                                     timeout_s=900, memory_mb=300),
+        # Stable Diffusion (diffusers). No weights ship with the service: set options.models (hub ids or folders),
+        # and upscaler, controlnets, detectors, loras as needed, with device "cuda" on a GPU host (see README).
+        "diffusion": EngineSettings(impl="engines.diffusion:DiffusionEngine", max_batch=4, batch_wait_ms=200,
+                                    queue_size=64, timeout_s=900, memory_mb=4500),
+        # CLIP (transformers) for /find and /classify: options.model = "openai/clip-vit-base-patch32" or a folder.
+        "clip": EngineSettings(impl="engines.vision:ClipEngine", max_batch=16, batch_wait_ms=20, queue_size=256,
+                               timeout_s=300, memory_mb=600),
+        # OWL-ViT (transformers) for /detect: options.model = "google/owlvit-base-patch32" or a folder.
+        "detect": EngineSettings(impl="engines.vision:DetectEngine", max_batch=1, queue_size=32, timeout_s=300,
+                                 memory_mb=700),
         # Reads and splits uploaded documents (llama-index readers); CPU only.
         "docreader": EngineSettings(impl="engines.documents:DocumentReader", max_batch=1, queue_size=16,
                                     timeout_s=600),
@@ -332,6 +368,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     quota: QuotaSettings = QuotaSettings()
     presenter: PresenterSettings = PresenterSettings()
+    images: ImageSettings = ImageSettings()
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
     pool: PoolSettings = PoolSettings()

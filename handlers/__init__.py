@@ -10,11 +10,13 @@ from handlers import (
     core,
     docs,
     feedback,
+    images,
     memory,
     moderation,
     presenter,
     speech,
     usage,
+    vision,
 )
 
 
@@ -32,4 +34,6 @@ def build_router() -> Router:
     analytics.register(router)
     moderation.register(router)
     presenter.register(router)
+    images.register(router)
+    vision.register(router)
     return router

@@ -20,6 +20,7 @@ status with {"error": "<message in the visitor's language>"}.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -99,6 +100,14 @@ class WebResponder(BaseResponder):
         await self._send({"type": "progress", "id": pid, "fraction": round(fraction, 4), "note": note,
                           "reply_to": self.reply_to})
         return pid
+
+    async def preview(self, png: bytes, fraction: float, note: str = "") -> None:
+        """Shown inside the progress bar (a data URL: previews are a few kilobytes)."""
+        async with self._progress_lock:
+            self._progress_id = self._progress_id or uuid.uuid4().hex
+            await self._send({"type": "progress", "id": self._progress_id, "fraction": round(fraction, 4),
+                              "note": note, "reply_to": self.reply_to,
+                              "preview": "data:image/png;base64," + base64.b64encode(png).decode()})
 
 
 class WebAdapter:

@@ -461,6 +461,14 @@ const STRINGS = {
       row.classList.toggle("done", done);
       row.dataset.done = done ? "true" : "false";
       row.parts.bar.setAttribute("aria-label", note);
+      if (typeof f.preview === "string" && f.preview.startsWith("data:image/")) {
+        if (!row.parts.preview) {
+          row.parts.preview = el("img", { class: "progress-preview", alt: note });
+          row.bubble.append(row.parts.preview);
+        }
+        row.parts.preview.src = f.preview;
+        row.parts.preview.alt = note;
+      }
       if (known) row.parts.bar.setAttribute("aria-valuenow", String(pct));
       else row.parts.bar.removeAttribute("aria-valuenow");
     });
