@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class LoadedImage:
     width: int
     height: int
     original: tuple[int, int]  # width, height as sent
+    sent: bytes = b""  # the file as it came (kept as the upload's blob)
 
     @property
     def scaled(self) -> bool:
@@ -65,8 +67,8 @@ async def read_image(ctx: HandlerContext, attachment: Attachment, *, notify: boo
     """Download and normalise one attachment; says so when it was scaled down."""
     settings = ctx.settings.images
     data = await attachment.read(ctx.settings.limits.max_upload_bytes)
-    loaded = await asyncio.to_thread(normalize_image, data, attachment.name, settings.max_pixels,
-                                     settings.max_decode_pixels)
+    loaded = dataclasses.replace(await asyncio.to_thread(normalize_image, data, attachment.name, settings.max_pixels,
+                                                         settings.max_decode_pixels), sent=data)
     if loaded.scaled and notify:
         await ctx.responder.send(ctx.t("image_downscaled", name=attachment.name, width=loaded.original[0],
                                        height=loaded.original[1], new_width=loaded.width, new_height=loaded.height))

@@ -90,6 +90,8 @@ def request_from(ctx: HandlerContext, args: dict[str, Any], **fields: Any) -> Ge
     seed = args.get("seed")
     values: dict[str, Any] = {
         "prompt": str(args.get("prompt") or "").strip(),
+        "width": settings.width,
+        "height": settings.height,
         "negative": str(args.get("negative") or "").strip(),
         "steps": steps,
         "guidance": float(args["guidance"]) if args.get("guidance") is not None else settings.guidance,
@@ -103,8 +105,9 @@ def request_from(ctx: HandlerContext, args: dict[str, Any], **fields: Any) -> Ge
     return GenerateRequest(**values)
 
 
-async def generate(ctx: HandlerContext, event: IncomingEvent, request: GenerateRequest) -> GenerateResult | None:
-    """Run one request with queue position, Cancel, progress and previews; post the images. None if cancelled."""
+async def generate(ctx: HandlerContext, event: IncomingEvent, request: GenerateRequest) -> list[int] | None:
+    """Run one request with queue position, Cancel, progress and previews; post the images. The posted images'
+    ids (table `image`; withheld ones have none), or None if the job was cancelled."""
     assert ctx.identity is not None
     settings = ctx.settings.images
     require(ctx, settings.engine, ctx.t("image_generation"))
@@ -145,15 +148,15 @@ async def generate(ctx: HandlerContext, event: IncomingEvent, request: GenerateR
         raise UserFacingError(e.code, detail=e.detail) from e
     finally:
         jobs.pop(job.id, None)
-    await post_result(ctx, event, request, result, inputs)
-    return result
+    return await post_result(ctx, event, request, result, inputs)
 
 
 async def post_result(ctx: HandlerContext, event: IncomingEvent, request: GenerateRequest, result: GenerateResult,
-                      inputs: dict[str, int]) -> None:
+                      inputs: dict[str, int]) -> list[int]:
     assert ctx.identity is not None
     settings = ctx.settings.images
     withheld = 0
+    posted: list[int] = []
     if result.control_map and request.control_detect:
         await ctx.responder.upload(result.control_map, f"{request.control}-map.png", "image/png",
                                    caption=ctx.t("image_control_map", control=request.control or ""))
@@ -168,6 +171,7 @@ async def post_result(ctx: HandlerContext, event: IncomingEvent, request: Genera
                                          image.png, kind="generated")
         image_id = await index_image(ctx, event, blob.id, image.png, "generated", prompt=request.prompt,
                                      params=params)
+        posted.append(image_id)
         caption = describe(ctx, request, result, image.seed, image.width, image.height)
         await ctx.responder.upload(image.png, f"image-{image.seed}.png", "image/png", caption=caption,
                                    buttons=result_buttons(ctx, image_id))
@@ -175,6 +179,7 @@ async def post_result(ctx: HandlerContext, event: IncomingEvent, request: Genera
         await ctx.responder.send(ctx.t("image_withheld", count=withheld))
     for note in result.notes:
         await ctx.responder.send(ctx.t("image_note", note=note))
+    return posted
 
 
 def describe(ctx: HandlerContext, request: GenerateRequest, result: GenerateResult, seed: int, width: int,
@@ -257,7 +262,7 @@ async def upscale_command(event: IncomingEvent, ctx: HandlerContext) -> None:
 
 
 async def upscale(ctx: HandlerContext, event: IncomingEvent, png: bytes, width: int, height: int,
-                  prompt: str) -> None:
+                  prompt: str) -> list[int] | None:
     side = ctx.settings.images.max_upscale_side
     if max(width, height) > side:
         new_width, new_height = fit(width, height, side, minimum=8)
@@ -268,7 +273,7 @@ async def upscale(ctx: HandlerContext, event: IncomingEvent, png: bytes, width: 
     request = GenerateRequest(prompt=prompt, mode="upscale", image=png, width=width, height=height,
                               steps=min(ctx.settings.images.steps, 25), guidance=0.0,
                               seed=random.randint(0, MAX_SEED))
-    await generate(ctx, event, request)
+    return await generate(ctx, event, request)
 
 
 async def control_command(event: IncomingEvent, ctx: HandlerContext) -> None:

@@ -88,7 +88,7 @@ async def image_uploaded(event: IncomingEvent, ctx: HandlerContext) -> None:
         except UnsupportedInput as e:
             lines.append(ctx.t(e.key, **e.params))
             continue
-        blob = await ctx.store.blobs.put(ctx.identity.workspace_pk, attachment.name, "image/png", loaded.png)
+        blob = await ctx.store.blobs.put(ctx.identity.workspace_pk, attachment.name, attachment.mime, loaded.sent)
         await index_image(ctx, event, blob.id, loaded.png, "upload")
         lines.append(ctx.t("image_saved", name=attachment.name, width=loaded.width, height=loaded.height))
     if not lines:
@@ -139,10 +139,19 @@ async def find_command(event: IncomingEvent, ctx: HandlerContext) -> None:
         return
     await ctx.responder.send(ctx.t("find_found", count=len(hits), query=query or files[0].name))
     for rank, hit in enumerate(hits, 1):
-        data = await ctx.store.blobs.read(hit.blob_id)
         about = hit.prompt or ctx.t(f"image_source_{hit.source}")
-        await ctx.responder.upload(data, f"match-{rank}.png", "image/png",
-                                   caption=ctx.t("find_hit", rank=rank, score=f"{hit.score:.2f}", about=about[:120]))
+        caption = ctx.t("find_hit", rank=rank, score=f"{hit.score:.2f}", about=about[:120])
+        await post_hit(ctx, hit.blob_id, rank, caption)
+
+
+async def post_hit(ctx: HandlerContext, blob_id: int, rank: int, caption: str) -> None:
+    """Upload a found image as it is stored (an upload keeps its own format)."""
+    blob = await ctx.store.blobs.get(blob_id)
+    if blob is None:
+        return
+    extension = blob.name.rsplit(".", 1)[-1].lower() if "." in blob.name else "png"
+    await ctx.responder.upload(await ctx.store.blobs.read(blob_id), f"match-{rank}.{extension}", blob.mime,
+                               caption=caption)
 
 
 async def detect_command(event: IncomingEvent, ctx: HandlerContext) -> None:

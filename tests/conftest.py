@@ -30,6 +30,8 @@ from tests.support.openai_stub import OpenAIStub
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
 
+    from tests.support.image_models import TinyModels
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
@@ -101,6 +103,14 @@ async def store(store_settings: Settings) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """Tiny random-weight Stable Diffusion (+ upscaler, ControlNet, LoRA, detectors), CLIP and OWL-ViT folders."""
+    from tests.support.image_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-image-models"))
 
 
 @pytest_asyncio.fixture(loop_scope="session")

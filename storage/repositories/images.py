@@ -91,6 +91,16 @@ class ImageRepository(Repository):
         async with self._sessions() as session:
             return [_row(i) for i in (await session.execute(stmt)).scalars()]
 
+    async def recent(self, workspace_pk: int, channel_pk: int | None, limit: int = 20) -> list[ImageRow]:
+        """The conversation's images (one channel of a workspace), oldest first: the last `limit` of them.
+        Query copies that /find embedded are rows too; an image counts once per blob."""
+        stmt = (select(Image).where(Image.workspace_id == workspace_pk, Image.channel_id == channel_pk)
+                .order_by(Image.id.desc()).limit(limit * 2))
+        async with self._sessions() as session:
+            rows = [_row(i) for i in (await session.execute(stmt)).scalars()]
+        unique = list({r.blob_id: r for r in reversed(rows)}.values())  # oldest row of each blob, in order
+        return unique[-limit:]
+
     async def get(self, image_id: int) -> ImageRow | None:
         async with self._sessions() as session:
             found = await session.get(Image, image_id)

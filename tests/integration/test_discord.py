@@ -144,7 +144,7 @@ async def test_image_attachment_reaches_the_image_handler(
     image = png_bytes()
     bot_id = discord_stub.bot.id
     await discord_stub.user_message(f"<@{bot_id}> look", attachments=[Upload("cat.png", image, "image/png")])
-    await until(lambda: any("cat.png" in t and "image/png" in t for t in texts(discord_stub)))
+    await until(lambda: any("Saved cat.png" in t for t in texts(discord_stub)))
     assert await discord_app.services.store.blobs.by_sha(hashlib.sha256(image).hexdigest()) is not None
 
 
