@@ -242,6 +242,31 @@ class ImageSettings(Section):
     detect_threshold: float = Field(0.1, ge=0, le=1)
 
 
+class AgentSettings(Section):
+    """The agent (/agent, and channels in agent mode): the chat model calling the bot's tools."""
+
+    engine: str | None = None  # None: the channel's chat engine
+    agent_mode: bool = False  # every message goes to the agent (per channel with /agent on)
+    max_steps: int = Field(6, ge=1, le=30)  # model calls per request
+    max_seconds: float = Field(600.0, gt=0)
+    max_tokens: int = Field(400, ge=16)
+    temperature: float | None = Field(0.0, ge=0, le=2)  # plans should not vary from run to run
+    max_invalid_retries: int = Field(1, ge=0)  # calls of one tool with bad arguments the model may retry
+    max_failures: int = Field(2, ge=0)  # failed tool runs before the agent gives up
+    timezone: str = "UTC"  # the time tool's default
+    clip_match: float = Field(0.2, ge=-1, le=1)  # least CLIP similarity for "the cat picture" to name an image
+
+
+class UnitTestSettings(Section):
+    """/unittest: the prompt chain that writes pytest files for an attached module."""
+
+    max_chars: int = Field(20_000, ge=100)  # longer modules are refused: the chain re-sends the code at every step
+    max_retries: int = Field(2, ge=0, le=10)  # corrections asked for after the first written file
+    explain_tokens: int = Field(400, ge=32)
+    plan_tokens: int = Field(500, ge=32)
+    write_tokens: int = Field(1500, ge=64)
+
+
 class SlackSettings(Section):
     """Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on this server."""
 
@@ -369,6 +394,8 @@ class Settings(BaseSettings):
     quota: QuotaSettings = QuotaSettings()
     presenter: PresenterSettings = PresenterSettings()
     images: ImageSettings = ImageSettings()
+    agent: AgentSettings = AgentSettings()
+    unittest: UnitTestSettings = UnitTestSettings()
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
     pool: PoolSettings = PoolSettings()

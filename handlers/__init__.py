@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.router import Router
 from handlers import (
+    agent,
     analytics,
     chat,
     chat_config,
@@ -15,6 +16,7 @@ from handlers import (
     moderation,
     presenter,
     speech,
+    unittest_cmd,
     usage,
     vision,
 )
@@ -36,4 +38,6 @@ def build_router() -> Router:
     presenter.register(router)
     images.register(router)
     vision.register(router)
+    agent.register(router)
+    unittest_cmd.register(router)
     return router

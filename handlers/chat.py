@@ -88,6 +88,11 @@ async def chat_turn(event: IncomingEvent, ctx: HandlerContext) -> None:
         text = text[: chat.max_input_chars]
     await check_quota(ctx, event, "messages")
     config = await resolve(ctx)
+    if config.agent_mode and event.kind == EventKind.MESSAGE:
+        from handlers.agent import run_agent  # the agent builds on chat, not the reverse
+
+        await run_agent(ctx, event, text)
+        return
     if config.docs_mode and event.kind == EventKind.MESSAGE:
         from handlers.docs import docs_mode_message  # documents build on chat, not the reverse
 

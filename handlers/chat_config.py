@@ -18,7 +18,8 @@ from storage.repositories.scoped import Scope
 
 MEMORY_STRATEGIES = ("buffer_window", "summary", "summary_buffer", "entity")
 OVERRIDABLE = ("persona", "engine", "model", "temperature", "max_tokens", "json_mode", "seed", "ban_words", "memory",
-               "answer_with_voice", "voice_mode", "docs_mode", "answer_with_video")
+               "answer_with_voice", "voice_mode", "docs_mode", "answer_with_video",
+               "agent_mode")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ChatConfig:
     voice_mode: str = "transcribe"
     docs_mode: bool = False
     answer_with_video: bool = False
+    agent_mode: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # key -> "default" | "workspace" | "channel"
 
     @property
@@ -54,7 +56,8 @@ def defaults(chat: ChatSettings) -> ChatConfig:
 def with_service_defaults(config: ChatConfig, settings: Settings) -> ChatConfig:
     speech = settings.speech
     return replace(config, answer_with_voice=speech.answer_with_voice, voice_mode=speech.voice_mode,
-                   docs_mode=settings.docs.docs_mode, answer_with_video=settings.presenter.answer_with_video)
+                   docs_mode=settings.docs.docs_mode, answer_with_video=settings.presenter.answer_with_video,
+                   agent_mode=settings.agent.agent_mode)
 
 
 async def resolve(ctx: HandlerContext) -> ChatConfig:
