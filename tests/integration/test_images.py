@@ -18,7 +18,10 @@ from PIL import Image
 
 from bot.app import RunningApp
 from tests.conftest import AppFactory
+from tests.integration.conftest import SECRET
+from tests.integration.test_slack import post
 from tests.support.image_models import TinyModels, image_engines
+from tests.support.slack_stub import SlackStub, form_body, interactive_body
 from tests.support.web_client import Visitor
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -340,3 +343,33 @@ async def test_without_models_the_commands_say_what_to_configure(web_app: Runnin
         for command in ("/imagine a cat", "/find a cat"):
             mid = await v.send(command)
             await wait(v, mid, said("isn't set up on this server"), timeout=30)
+
+
+async def test_slack_imagine_uploads_and_its_buttons_come_back_through_the_router(
+        app_factory: AppFactory, tiny: TinyModels, slack_stub: SlackStub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    app = await app_factory(engines=image_engines(tiny), images=SMALL,
+                            slack={"api_url": slack_stub.url, "min_post_interval_s": 0.0},
+                            responder={"stream_interval_s": 0.05, "progress_interval_s": 0.0})
+
+    def images() -> list[Any]:
+        return [f for f in slack_stub.files.values() if f.name.startswith("image-") and f.completed]
+
+    await post(app, form_body(slack_stub.slash_command("/imagine", "a red fox seed:7", channel="C1")),
+               content_type="application/x-www-form-urlencoded")
+    buttons = await slack_stub.wait_for_message(
+        "C1", where=lambda m: "seed 7" in m.get("text", "") and bool(m.get("blocks")), timeout=60)
+    assert len(images()) == 1 and size_of(images()[0].content) == (64, 64)
+    actions = [e for block in buttons["blocks"] if block.get("type") == "actions" for e in block["elements"]]
+    regen = next(a for a in actions if a["value"].startswith("regen:"))
+    payload = slack_stub.block_action(regen["action_id"], regen["value"], channel="C1", message_ts=buttons["ts"])
+    status, _ = await post(app, interactive_body(payload), content_type="application/x-www-form-urlencoded")
+    assert status == 200
+    for _ in range(600):
+        if len(images()) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(images()) == 2 and images()[1].content != images()[0].content
+    # A preview went up too (Slack has no inline progress images: a small file, throttled per job).
+    assert any(f.name == "preview.png" for f in slack_stub.files.values())
