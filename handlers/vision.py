@@ -10,6 +10,7 @@ images are still kept and the commands say what an operator has to set.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from bot.context import HandlerContext
@@ -96,12 +97,16 @@ async def image_uploaded(event: IncomingEvent, ctx: HandlerContext) -> None:
     await ctx.responder.send("\n".join(lines))
 
 
+def parse_labels(text: str) -> tuple[str, ...]:
+    """Comma-separated labels (also Chinese commas and 、), stripped, without repeats, in order."""
+    return tuple(dict.fromkeys(part.strip() for part in re.split(r"[,，、]", text) if part.strip()))
+
+
 async def classify_command(event: IncomingEvent, ctx: HandlerContext) -> None:
     args = ctx.state["args"]
     engine = ctx.settings.images.clip_engine
     require(ctx, engine, ctx.t("image_search"))
-    labels = tuple(dict.fromkeys(part.strip() for part in str(args.get("labels") or "").replace("，", ",").split(",")
-                                 if part.strip()))
+    labels = parse_labels(str(args.get("labels") or ""))
     if len(labels) < 2:
         raise UserFacingError("classify_labels")
     files = image_attachments(event, args.get("image"))
@@ -158,8 +163,7 @@ async def detect_command(event: IncomingEvent, ctx: HandlerContext) -> None:
     args = ctx.state["args"]
     engine = ctx.settings.images.detect_engine
     require(ctx, engine, ctx.t("object_detection"))
-    labels = tuple(dict.fromkeys(part.strip() for part in str(args.get("labels") or "").replace("，", ",").split(",")
-                                 if part.strip()))
+    labels = parse_labels(str(args.get("labels") or ""))
     if not labels:
         raise UserFacingError("detect_labels")
     files = image_attachments(event, args.get("image"))

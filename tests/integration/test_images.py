@@ -121,7 +121,7 @@ async def test_imagine_progress_previews_seed_and_buttons(app_factory: AppFactor
         assert len(progress) >= 3, progress
         previews = [f for f in progress if str(f.get("preview", "")).startswith("data:image/png;base64,")]
         assert previews and "step" in previews[0]["note"]
-        assert "seed 7" in first["caption"] and "64×64" in first["caption"] and "10 steps" in first["caption"]
+        assert "seed 7 ·" in first["caption"] and "64×64" in first["caption"] and "10 steps" in first["caption"]
         assert [b["value"].split(":")[0] for b in first["buttons"]] == ["regen", "vary", "upscale"]
         data = await fetch(app, first)
         assert size_of(data) == (64, 64)
@@ -135,7 +135,7 @@ async def test_imagine_progress_previews_seed_and_buttons(app_factory: AppFactor
         # New seed: the same prompt and size again, with a different seed.
         click = await v.click("img", first["buttons"][0]["value"])
         regen = await wait(v, click, is_image)
-        assert "a red fox in the snow" in regen["caption"] and "seed 7" not in regen["caption"]
+        assert "a red fox in the snow" in regen["caption"] and "seed 7 ·" not in regen["caption"]
         # Upscale x4 from the button.
         click = await v.click("img", first["buttons"][2]["value"])
         big = await wait(v, click, is_image)
@@ -162,7 +162,7 @@ async def test_four_concurrent_requests_share_one_pipeline_call(app_factory: App
         frames = await asyncio.gather(*(wait(v, mid, is_image) for v, mid in zip(visitors, mids, strict=True)))
         after = batch_sizes(app, "diffusion")
         assert (after[0] - before[0], after[1] - before[1]) == (1, 4)
-        assert all(f"seed {i}" in frame["caption"] for i, frame in enumerate(frames))
+        assert all(f"seed {i} ·" in frame["caption"] for i, frame in enumerate(frames))
         # Each request's image is the one it gets alone with its seed.
         alone = await visitors[2].send("/imagine a lighthouse number 2 seed:2")
         alone_png = await fetch(app, await wait(visitors[2], alone, is_image))
@@ -359,7 +359,7 @@ async def test_slack_imagine_uploads_and_its_buttons_come_back_through_the_route
     await post(app, form_body(slack_stub.slash_command("/imagine", "a red fox seed:7", channel="C1")),
                content_type="application/x-www-form-urlencoded")
     buttons = await slack_stub.wait_for_message(
-        "C1", where=lambda m: "seed 7" in m.get("text", "") and bool(m.get("blocks")), timeout=60)
+        "C1", where=lambda m: "seed 7 ·" in m.get("text", "") and bool(m.get("blocks")), timeout=60)
     assert len(images()) == 1 and size_of(images()[0].content) == (64, 64)
     actions = [e for block in buttons["blocks"] if block.get("type") == "actions" for e in block["elements"]]
     regen = next(a for a in actions if a["value"].startswith("regen:"))
