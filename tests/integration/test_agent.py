@@ -80,6 +80,10 @@ async def test_draw_edit_upscale_in_order(app_factory: AppFactory, tiny: TinyMod
         mid = await v.send("/agent what is in the first picture?")
         await wait(v, mid, said("It is the first cat."))
         assert "a cat sitting on a mat" in tool_results(openai_stub)[0]
+        openai_stub.script(call("describe_image", image="the second one"), Reply(text="The blue one."))
+        mid = await v.send("/agent and the second one?")
+        await wait(v, mid, said("The blue one."))
+        assert tool_results(openai_stub)[0].startswith("image 2;") and "a blue cat" in tool_results(openai_stub)[0]
 
 
 async def test_a_request_needing_no_tool_gets_a_plain_answer(app_factory: AppFactory, tiny: TinyModels,
@@ -184,3 +188,16 @@ async def test_agent_tools_obey_moderation(app_factory: AppFactory, tiny: TinyMo
         assert not [f for f in v.replies(mid) if is_image(f)]
         assert any("generate_image failed" in f.get("text", "") for f in v.replies(mid))
     assert json.dumps(openai_stub.chat_requests()[-1]["messages"]).count("Error:") == 1
+
+
+async def test_agent_tools_obey_quotas(app_factory: AppFactory, tiny: TinyModels, openai_stub: OpenAIStub) -> None:
+    app = await app_factory(engines=image_engines(tiny), images=SMALL, quota={"roles": {"user": {"images": 1}}},
+                            responder={"stream_interval_s": 0.05, "progress_interval_s": 0.0})
+    openai_stub.script(call("generate_image", prompt="a fox"), call("generate_image", prompt="another fox"),
+                       Reply(text="One fox only today."))
+    async with Visitor(app.url) as v:
+        mid = await v.send("/agent draw two foxes")
+        await wait(v, mid, said("One fox only today."))
+        assert len([f for f in v.replies(mid) if is_image(f)]) == 1
+        failed = [f["text"] for f in v.replies(mid) if "generate_image failed" in f.get("text", "")]
+        assert failed and "used today's images" in failed[0]
