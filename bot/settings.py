@@ -248,6 +248,7 @@ class AgentSettings(Section):
     engine: str | None = None  # None: the channel's chat engine
     agent_mode: bool = False  # every message goes to the agent (per channel with /agent on)
     max_steps: int = Field(6, ge=1, le=30)  # model calls per request
+    history_messages: int = Field(6, ge=0, le=100)  # earlier requests and answers sent along
     max_seconds: float = Field(600.0, gt=0)
     max_tokens: int = Field(400, ge=16)
     temperature: float | None = Field(0.0, ge=0, le=2)  # plans should not vary from run to run

@@ -21,6 +21,7 @@ from bot.errors import EngineError, UserFacingError
 from bot.events import IncomingEvent
 from bot.router import Option, OptionType, Router
 from engines.llm import ChatRequest, ChatResult
+from engines.tokens import estimate_tokens
 from handlers.agent_tools import agent_tools, conversation_images, listing
 from handlers.chat_config import resolve, set_channel
 from handlers.tools import ToolBox
@@ -46,6 +47,23 @@ def _brief(arguments: dict[str, Any]) -> str:
 
 
 async def run_agent(ctx: HandlerContext, event: IncomingEvent, request: str) -> str:
+    """One agent turn of the conversation: the request and the final answer are kept in its history (the last
+    `[agent] history_messages` of it come with the next request); turns of one conversation run in order."""
+    assert ctx.identity is not None
+    conversation = await ctx.store.conversations.current(ctx.identity, event.conversation_key)
+    async with ctx.services.locks.get(conversation):
+        history = [{"role": m.role, "content": m.content}
+                   for m in await ctx.store.messages.recent(conversation, ctx.settings.agent.history_messages)
+                   if m.role in ("user", "assistant")]
+        await ctx.store.messages.add(conversation, "user", request, estimate_tokens(request))
+        answer = await plan_and_act(ctx, event, request, history)
+        await ctx.store.messages.add(conversation, "assistant", answer, estimate_tokens(answer),
+                                     meta={"agent": True})
+    return answer
+
+
+async def plan_and_act(ctx: HandlerContext, event: IncomingEvent, request: str,
+                       history: list[dict[str, Any]]) -> str:
     """Plan and act until the model answers without a tool, or a bound is hit; the final answer (as posted)."""
     settings = ctx.settings.agent
     engine = settings.engine or (await resolve(ctx)).engine
@@ -53,6 +71,7 @@ async def run_agent(ctx: HandlerContext, event: IncomingEvent, request: str) -> 
     images = listing(await conversation_images(ctx))
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM.format(images=images, steps=settings.max_steps)},
+        *history,
         {"role": "user", "content": request},
     ]
     started = time.monotonic()
