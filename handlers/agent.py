@@ -36,9 +36,10 @@ SYSTEM = """You are the team bot's agent. You do what the user asks by calling t
 - Write image prompts in English and describe the whole picture (for an edit: the picture as it should look).
 - When the work is done, or no tool is needed, answer the user briefly in their language without a tool call.
 Images in this conversation: {images}
+Earlier in this conversation: {history}
 Current step limit: {steps} tool rounds."""
-FINISH = ("The tools above have already done the work. In one or two sentences and in the language of my request, "
-          "tell me the result. Do not call tools.")
+FINISH = ("Tools have already done the work for the user's request; their results are below. In one or two "
+          "sentences, in the language of the request, tell the user the result. Do not call tools.")
 
 
 def _brief(arguments: dict[str, Any]) -> str:
@@ -46,7 +47,7 @@ def _brief(arguments: dict[str, Any]) -> str:
     return text if len(text) <= 160 else text[:159] + "…"
 
 
-async def run_agent(ctx: HandlerContext, event: IncomingEvent, request: str) -> str:
+async def run_agent(ctx: HandlerContext, event: IncomingEvent, request: str) -> str | None:
     """One agent turn of the conversation: the request and the final answer are kept in its history (the last
     `[agent] history_messages` of it come with the next request); turns of one conversation run in order."""
     assert ctx.identity is not None
@@ -57,45 +58,52 @@ async def run_agent(ctx: HandlerContext, event: IncomingEvent, request: str) -> 
                    if m.role in ("user", "assistant")]
         await ctx.store.messages.add(conversation, "user", request, estimate_tokens(request))
         answer = await plan_and_act(ctx, event, request, history)
-        await ctx.store.messages.add(conversation, "assistant", answer, estimate_tokens(answer),
-                                     meta={"agent": True})
+        if answer is not None:  # a run stopped by a bound keeps no answer: the next request starts clean
+            await ctx.store.messages.add(conversation, "assistant", answer, estimate_tokens(answer),
+                                         meta={"agent": True})
     return answer
 
 
 async def plan_and_act(ctx: HandlerContext, event: IncomingEvent, request: str,
-                       history: list[dict[str, Any]]) -> str:
-    """Plan and act until the model answers without a tool, or a bound is hit; the final answer (as posted)."""
+                       history: list[dict[str, Any]]) -> str | None:
+    """Plan and act until the model answers without a tool (its answer, as posted), or a bound is hit (None,
+    after saying which)."""
     settings = ctx.settings.agent
     engine = settings.engine or (await resolve(ctx)).engine
     box = ToolBox(agent_tools(ctx, event))
     images = listing(await conversation_images(ctx))
+    # Earlier turns go in as a summary line, not as chat turns: a small model given chat turns answers in kind
+    # ("OK, I'll draw a cat") instead of calling the tool.
+    earlier = " ".join(f"[{m['role']}] {m['content'][:300]}" for m in history) or "(nothing)"
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": SYSTEM.format(images=images, steps=settings.max_steps)},
-        *history,
+        {"role": "system", "content": SYSTEM.format(images=images, history=earlier, steps=settings.max_steps)},
         {"role": "user", "content": request},
     ]
     started = time.monotonic()
     seen: set[tuple[str, str]] = set()
     invalid: dict[str, int] = {}
     failures = 0
-    last_tool = ""
+    done: list[tuple[str, str]] = []  # (tool, result) of each call that ran
     for step in range(1, settings.max_steps + 1):
         if time.monotonic() - started > settings.max_seconds:
-            return await _stop(ctx, "agent_time_limit", seconds=round(settings.max_seconds))
+            await _stop(ctx, "agent_time_limit", seconds=round(settings.max_seconds))
+            return None
         await ctx.responder.typing()
         result: ChatResult = await ctx.pool.run(engine, ChatRequest(messages=messages, tools=box.specs(),
                                                                     max_tokens=settings.max_tokens,
                                                                     temperature=settings.temperature))
         await record_usage(ctx, result, engine=engine)
+        log.info("agent step %d: %s", step, ", ".join(f"{c.name}({c.arguments})" for c in result.tool_calls)
+                 or f"answer {result.text[:80]!r}")
         if not result.tool_calls:
             if looks_like_calls(result.text):  # calls a small model wrote but not as one object: wrap up instead
-                return await finish(ctx, engine, messages, last_tool)
+                return await finish(ctx, engine, request, done)
             answer = result.text.strip() or ctx.t("agent_done")
             await ctx.responder.send(answer)
             return answer
         if all((c.name, _canonical(c.arguments)) in seen for c in result.tool_calls):
             # Asking again for what it already has: a small model's way of not stopping. Answer from the results.
-            return await finish(ctx, engine, messages, result.tool_calls[0].name)
+            return await finish(ctx, engine, request, done)
         messages.append({"role": "assistant", "content": result.text or None, "tool_calls": [
             {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
             for call in result.tool_calls]})
@@ -107,7 +115,8 @@ async def plan_and_act(ctx: HandlerContext, event: IncomingEvent, request: str,
                 reason = ctx.t(e.key, **e.params)
                 log.info("agent step %d: invalid call %s: %s", step, call.name, reason)
                 if invalid[call.name] > settings.max_invalid_retries:
-                    return await _stop(ctx, "agent_bad_arguments", tool=call.name, reason=reason)
+                    await _stop(ctx, "agent_bad_arguments", tool=call.name, reason=reason)
+                    return None
                 messages.append(_tool_message(call.id, f"Error: {reason} Fix the arguments and call it again."))
                 continue
             signature = (tool.name, _canonical(call.arguments))
@@ -115,7 +124,6 @@ async def plan_and_act(ctx: HandlerContext, event: IncomingEvent, request: str,
                 messages.append(_tool_message(call.id, "Already done: see the result above."))
                 continue
             seen.add(signature)
-            last_tool = tool.name
             await announce(ctx, step, tool.name, arguments)
             try:
                 output = await tool.run(arguments, ctx)
@@ -124,10 +132,13 @@ async def plan_and_act(ctx: HandlerContext, event: IncomingEvent, request: str,
                 reason = ctx.t(e.key, **e.params) if isinstance(e, UserFacingError) else str(e)[:300]
                 await ctx.responder.send(ctx.t("agent_tool_failed", tool=tool.name, reason=reason))
                 if failures > settings.max_failures:
-                    return await _stop(ctx, "agent_gave_up", tool=tool.name)
+                    await _stop(ctx, "agent_gave_up", tool=tool.name)
+                    return None
                 output = f"Error: {reason} Tell the user, or try another way."
             messages.append(_tool_message(call.id, output))
-    return await _stop(ctx, "agent_step_limit", steps=settings.max_steps)
+            done.append((tool.name, output))
+    await _stop(ctx, "agent_step_limit", steps=settings.max_steps)
+    return None
 
 
 async def announce(ctx: HandlerContext, step: int, tool: str, arguments: dict[str, Any]) -> None:
@@ -153,16 +164,21 @@ def looks_like_calls(text: str) -> bool:
     return body.startswith("{") and '"name"' in body
 
 
-async def finish(ctx: HandlerContext, engine: str, messages: list[dict[str, Any]], tool: str) -> str:
-    """One last model call without tools for the answer; if it still only wants tools, stop as a loop."""
+async def finish(ctx: HandlerContext, engine: str, request: str, done: list[tuple[str, str]]) -> str | None:
+    """One last model call, without tools and with the results as plain text, for the answer; stopped as a
+    loop if even then the model only writes tool calls. (Small local models keep calling tools after the
+    work is done; the plain form gets them to answer.)"""
     settings = ctx.settings.agent
+    results = "\n".join(f"- {tool}: {output}" for tool, output in done) or "(none)"
     result: ChatResult = await ctx.pool.run(engine, ChatRequest(
-        messages=[*messages, {"role": "user", "content": FINISH}], max_tokens=settings.max_tokens,
-        temperature=settings.temperature))
+        messages=[{"role": "system", "content": FINISH},
+                  {"role": "user", "content": f"Request: {request}\n\nTool results:\n{results}"}],
+        max_tokens=settings.max_tokens, temperature=settings.temperature))
     await record_usage(ctx, result, engine=engine)
     answer = result.text.strip()
     if result.tool_calls or looks_like_calls(answer) or not answer:
-        return await _stop(ctx, "agent_loop", tool=tool or "?")
+        await _stop(ctx, "agent_loop", tool=done[-1][0] if done else "?")
+        return None
     await ctx.responder.send(answer)
     return answer
 
@@ -171,10 +187,8 @@ def _tool_message(call_id: str, content: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
-async def _stop(ctx: HandlerContext, key: str, **params: Any) -> str:
-    text = ctx.t(key, **params)
-    await ctx.responder.send(text)
-    return text
+async def _stop(ctx: HandlerContext, key: str, **params: Any) -> None:
+    await ctx.responder.send(ctx.t(key, **params))
 
 
 async def agent_command(event: IncomingEvent, ctx: HandlerContext) -> None:

@@ -22,10 +22,16 @@ async def test_local_model_calls_the_time_tool_and_draws(app_factory: AppFactory
                             responder={"stream_interval_s": 0.05, "progress_interval_s": 0.0})
     async with Visitor(app.url) as v:
         mid = await v.send("/agent what time is it?")
-        await wait(v, mid, lambda f: f.get("type") == "message" and "🕒" in f.get("text", ""), timeout=240)
+        await wait(v, mid, lambda f: f.get("type") == "message" and "🕒" in f.get("text", ""), timeout=100)
         assert "current_time" in steps(v, mid)[0]
+        final = await wait(v, mid, lambda f: f.get("type") == "message" and not f["text"].startswith(
+            ("▶", "🕒", "Hi!")), timeout=100)
+        print("local model, time: final message", repr(final["text"]))
 
         mid = await v.send("/agent 画一只猫")
-        image = await wait(v, mid, is_image, timeout=240)
+        image = await wait(v, mid, is_image, timeout=100)
         assert "generate_image" in steps(v, mid)[0]
         print(f"local model drew: {image['caption']!r}")
+        last = await wait(v, mid, lambda f: f.get("type") == "message" and not f["text"].startswith(("▶", "Queued")),
+                          timeout=100)
+        print("local model, cat: final message", repr(last["text"]))
