@@ -255,6 +255,17 @@ async def test_edits_progress_files_and_buttons(open_chat: OpenChat) -> None:
     await expect(bar).to_contain_text("40%")
     await expect(bar).to_contain_text("rendering")
     await expect(bar.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "40")
+    # an image job's preview shows inside the same bar (a data URL); other URLs are ignored
+    tiny_png = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx"
+                "0gAAAABJRU5ErkJggg==")
+    server.send(type="progress", id="p1", fraction=0.6, note="step 6/10", reply_to="", preview=tiny_png)
+    preview = bar.locator("img.progress-preview")
+    await expect(preview).to_have_attribute("src", tiny_png)
+    await expect(preview).to_have_attribute("alt", "step 6/10")
+    server.send(type="progress", id="p1", fraction=0.7, note="step 7/10", reply_to="",
+                preview="https://elsewhere.example/x.png")
+    await expect(bar).to_contain_text("70%")
+    await expect(preview).to_have_attribute("src", tiny_png)
     server.send(type="progress", id="p1", fraction=1.0, note="rendering", reply_to="")
     await expect(bar).to_have_attribute("data-done", "true")
     await expect(bar).to_have_count(1)
