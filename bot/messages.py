@@ -466,6 +466,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "mode_upscale": {"en": "upscaling", "zh": "放大"},
     "mode_control": {"en": "ControlNet drawing", "zh": "ControlNet 作画"},
     "image_queued": {"en": "Queued #{position} for {what}. Progress shows here.", "zh": "{what}已排队（第 {position} 位），进度会显示在这里。"},
+    "image_started": {"en": "Started {what}.", "zh": "已开始{what}。"},
     "image_step": {"en": "step {step}/{steps}", "zh": "第 {step}/{steps} 步"},
     "image_cancelled": {"en": "Cancelled.", "zh": "已取消。"},
     "image_cancel_late": {"en": "That job has already finished.", "zh": "该任务已经结束。"},

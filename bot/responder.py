@@ -43,6 +43,8 @@ class Responder(Protocol):
 
     async def send(self, text: str, *, buttons: Sequence[Button] = ()) -> list[str]: ...
 
+    async def edit(self, message_id: str, text: str, *, buttons: Sequence[Button] = ()) -> None: ...
+
     def stream(self) -> StreamContext: ...
 
     async def upload(
@@ -125,6 +127,10 @@ class BaseResponder:
         for i, part in enumerate(parts):
             ids.append(await self._post(part, buttons if i == len(parts) - 1 else ()))
         return ids
+
+    async def edit(self, message_id: str, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        """Replace the text (and buttons) of a short message this responder sent (a status line)."""
+        await self._edit(message_id, text, buttons)
 
     def stream(self) -> StreamContext:
         return StreamContext(self)

@@ -237,6 +237,7 @@ class ImageSettings(Section):
     max_upscale_side: int = Field(512, ge=32)  # the x4 upscaler's input is scaled to this first
     preview_every: int = Field(5, ge=0)  # steps between previews (0: none)
     preview_interval_s: float = Field(4.0, ge=0)  # at most one preview per job this often
+    queue_poll_s: float = Field(2.0, gt=0)  # how often a queued job's position is refreshed in its status line
     index_images: bool = True  # embed every uploaded and generated image for /find (when [engines.clip] has a model)
     find_results: int = Field(4, ge=1, le=20)
     detect_threshold: float = Field(0.1, ge=0, le=1)

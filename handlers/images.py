@@ -126,10 +126,14 @@ async def generate(ctx: HandlerContext, event: IncomingEvent, request: GenerateR
     job = ctx.pool.submit(settings.engine, request, progress=ctx.responder.progress, event_id=event.event_id)
     jobs = running(ctx)
     jobs[job.id] = RunningJob(job, event.platform, event.user_id)
+    watcher: asyncio.Task[None] | None = None
     try:
         cancel = Button(ctx.t("btn_cancel"), "img", f"cancel:{job.id}", style="danger")
         what = ctx.t(f"mode_{request.mode}")
-        await ctx.responder.send(ctx.t("image_queued", position=max(job.position, 1), what=what), buttons=[cancel])
+        position = max(job.position, 1)
+        [status] = (await ctx.responder.send(ctx.t("image_queued", position=position, what=what),
+                                             buttons=[cancel]))[-1:]
+        watcher = asyncio.create_task(follow_queue(ctx, job, status, position, what, cancel))
         shown = 0.0
         async for item in JobStream(job):
             now = time.monotonic()
@@ -148,7 +152,27 @@ async def generate(ctx: HandlerContext, event: IncomingEvent, request: GenerateR
         raise UserFacingError(e.code, detail=e.detail) from e
     finally:
         jobs.pop(job.id, None)
+        if watcher is not None:
+            watcher.cancel()
     return await post_result(ctx, event, request, result, inputs)
+
+
+async def follow_queue(ctx: HandlerContext, job: Job, status: str, position: int, what: str, cancel: Button) -> None:
+    """Keep the queued message's position current until the job starts, then say it has."""
+    interval = ctx.settings.images.queue_poll_s
+    try:
+        while not job.done:
+            await asyncio.sleep(interval)
+            now = job.position
+            if now == position or job.done:
+                continue
+            position = now
+            text = ctx.t("image_queued", position=now, what=what) if now > 0 else ctx.t("image_started", what=what)
+            await ctx.responder.edit(status, text, buttons=[cancel])
+            if now == 0:
+                return
+    except Exception:  # a status line that cannot be edited (deleted, rate limited) is not worth failing the job
+        log.debug("queue position of job %s not updated", job.id, exc_info=True)
 
 
 async def post_result(ctx: HandlerContext, event: IncomingEvent, request: GenerateRequest, result: GenerateResult,

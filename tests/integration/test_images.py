@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -373,3 +374,28 @@ async def test_slack_imagine_uploads_and_its_buttons_come_back_through_the_route
     assert len(images()) == 2 and images()[1].content != images()[0].content
     # A preview went up too (Slack has no inline progress images: a small file, throttled per job).
     assert any(f.name == "preview.png" for f in slack_stub.files.values())
+
+
+async def test_the_queue_position_counts_down_until_the_job_starts(app_factory: AppFactory, tiny: TinyModels) -> None:
+    engines = image_engines(tiny)
+    engines["diffusion"] = engines["diffusion"].model_copy(update={"max_batch": 1})  # one job at a time
+    app = await app_factory(engines=engines, images={**SMALL, "queue_poll_s": 0.05},
+                            responder={"stream_interval_s": 0.05, "progress_interval_s": 0.0},
+                            rate_limit={"per_user_per_minute": 600, "burst": 100})
+    async with Visitor(app.url) as v:
+        warm = await v.send("/imagine a short road")  # loads the model
+        await wait(v, warm, is_image)
+        # a long job is running; the two sent next wait behind it, as #1 and #2
+        first = await v.send("/imagine a long road steps:200 seed:1")
+        await wait(v, first, lambda f: f.get("type") == "progress" and f.get("fraction", 0) > 0)
+        mids = [first, *[await v.send(f"/imagine a long road number {i} steps:10 seed:{i}") for i in (2, 3)]]
+        for mid in mids:
+            await wait(v, mid, is_image, timeout=120)
+        last = next(f for f in v.replies(mids[2]) if f.get("type") == "message" and "Queued #" in f["text"])
+        assert "Queued #2" in last["text"]
+        edits = [f["text"] for f in v.frames if f.get("type") == "edit" and f.get("id") == last["id"]]
+        assert edits and edits[-1].startswith("Started drawing"), edits
+        positions = [int(found.group(1)) for text in [last["text"], *edits[:-1]]
+                     if (found := re.search(r"#(\d+)", text))]
+        assert len(positions) == len(edits) and positions[-1] == 1
+        assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions), positions
