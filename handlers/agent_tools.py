@@ -10,6 +10,7 @@ last), an ordinal word ("second"), "id 12", or words of their prompt ("the cat p
 from __future__ import annotations
 
 import ast
+import asyncio
 import math
 import operator
 import re
@@ -22,6 +23,7 @@ from bot.context import HandlerContext
 from bot.errors import UserFacingError
 from bot.events import IncomingEvent
 from engines.image_types import Classification, ClassifyRequest, Detection, DetectRequest, EmbedRequest
+from handlers.imagefiles import LoadedImage, normalize_image
 from handlers.tools import Tool
 from storage.repositories.images import ImageRow
 
@@ -111,6 +113,13 @@ async def _image_png(ctx: HandlerContext, row: ImageRow) -> bytes:
     return await ctx.store.blobs.read(row.blob_id)
 
 
+async def _loaded(ctx: HandlerContext, row: ImageRow) -> LoadedImage:
+    """The image as the engines take it (an upload may be any format or size), with its size."""
+    settings = ctx.settings.images
+    return await asyncio.to_thread(normalize_image, await _image_png(ctx, row), f"image {row.id}",
+                                   settings.max_pixels, settings.max_decode_pixels)
+
+
 def _posted(images: list[int] | None, what: str) -> str:
     if images is None:
         return f"{what}: cancelled by the user."
@@ -133,11 +142,10 @@ async def edit_image(ctx: HandlerContext, event: IncomingEvent, args: dict[str, 
     from handlers.images import generate, request_from
 
     position, row = await resolve_image(ctx, str(args.get("image") or "last"))
-    params = row.params or {}
-    width, height = fit(int(params.get("width") or 512), int(params.get("height") or 512),
-                        ctx.settings.images.max_side)
+    image = await _loaded(ctx, row)
+    width, height = fit(image.width, image.height, ctx.settings.images.max_side)
     strength = float(args.get("strength") or ctx.settings.images.strength)
-    request = request_from(ctx, {"prompt": args["prompt"]}, mode="img2img", image=await _image_png(ctx, row),
+    request = request_from(ctx, {"prompt": args["prompt"]}, mode="img2img", image=image.png,
                            width=width, height=height, strength=min(max(strength, 0.05), 1.0))
     return _posted(await generate(ctx, event, request), f"image {position} edited with {request.prompt!r}")
 
@@ -146,15 +154,9 @@ async def upscale_image(ctx: HandlerContext, event: IncomingEvent, args: dict[st
     from handlers.images import upscale
 
     position, row = await resolve_image(ctx, str(args.get("image") or "last"))
-    params = row.params or {}
-    png = await _image_png(ctx, row)
-    width, height = int(params.get("width") or 0), int(params.get("height") or 0)
-    if not (width and height):
-        from handlers.imagefiles import normalize_image
-
-        loaded = normalize_image(png, "image", ctx.settings.images.max_pixels, ctx.settings.images.max_decode_pixels)
-        width, height = loaded.width, loaded.height
-    return _posted(await upscale(ctx, event, png, width, height, row.prompt or ""), f"image {position} upscaled")
+    image = await _loaded(ctx, row)
+    return _posted(await upscale(ctx, event, image.png, image.width, image.height, row.prompt or ""),
+                   f"image {position} upscaled")
 
 
 async def classify_image(ctx: HandlerContext, event: IncomingEvent, args: dict[str, Any]) -> str:

@@ -95,6 +95,13 @@ async def image_uploaded(event: IncomingEvent, ctx: HandlerContext) -> None:
     if not lines:
         raise UserFacingError("image_needed", command="find")
     await ctx.responder.send("\n".join(lines))
+    if event.text.strip():
+        from handlers.chat_config import resolve
+
+        if (await resolve(ctx)).agent_mode:  # "make it blue" sent with the picture: the agent takes it as "last"
+            from handlers.agent import run_agent  # the agent builds on vision, not the reverse
+
+            await run_agent(ctx, event, event.text.strip())
 
 
 def parse_labels(text: str) -> tuple[str, ...]:

@@ -4,10 +4,12 @@ drawing: plans over several steps, conversation images by reference, failures, l
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from bot.app import RunningApp
 from handlers.imagefiles import resized
@@ -204,3 +206,29 @@ async def test_agent_tools_obey_quotas(app_factory: AppFactory, tiny: TinyModels
         assert len([f for f in v.replies(mid) if is_image(f)]) == 1
         failed = [f["text"] for f in v.replies(mid) if "generate_image failed" in f.get("text", "")]
         assert failed and "used today's images" in failed[0]
+
+
+async def test_a_picture_sent_with_words_in_agent_mode_is_what_they_mean(app_factory: AppFactory, tiny: TinyModels,
+                                                                         openai_stub: OpenAIStub) -> None:
+    app = await start(app_factory, tiny)
+    async with Visitor(app.url) as v:
+        mid = await v.send("/agent on")
+        await wait(v, mid, said("Agent mode in this channel: yes"))
+        photo = io.BytesIO()
+        Image.new("RGB", (64, 48), (200, 60, 20)).save(photo, format="JPEG")
+        status, body = await v.upload("photo.jpg", photo.getvalue())
+        assert status == 200
+        openai_stub.script(call("edit_image", image="last", prompt="a blue photo"), Reply(text="Made it blue."))
+        mid = await v.send("make it blue", attachments=[str(body["id"])])
+        await wait(v, mid, said("Made it blue."))
+        assert len([f for f in v.replies(mid) if is_image(f)]) == 1
+        system = openai_stub.chat_requests()[-1]["messages"][0]["content"]
+        assert "1: upload" in system  # the picture is the conversation's image 1
+        store = app.services.store
+        rows = [row for i in range(1, 10) if (row := await store.images.get(i)) is not None]
+        edited = next(r for r in rows if r.source == "generated")
+        assert edited.params is not None
+        # the edit's input is the photo as sent (decoded from its JPEG, same size and pixels)
+        source = Image.open(io.BytesIO(await store.blobs.read(int(edited.params["input_blob"]))))
+        sent = Image.open(io.BytesIO(photo.getvalue())).convert("RGB")
+        assert source.size == (64, 48) and list(source.convert("RGB").getdata()) == list(sent.getdata())
