@@ -16,7 +16,9 @@ from typing import Any
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     ColumnElement,
+    Executable,
     Float,
+    Row,
     String,
     and_,
     cast,
@@ -137,6 +139,29 @@ async def ensure_hnsw_index(sessions: Sessions, table: str, model: str, dim: int
         await session.execute(text(ddl))
 
 
+def search_plan(scope: int, total: int, k: int, exact_below: int) -> tuple[bool, int]:
+    """(exact, ef_search) for a search that sees `scope` of one model's `total` vectors.
+
+    pgvector 0.6 filters the index's candidates by scope afterwards, so a scope with a small share of the
+    model's vectors would lose most of them: under `exact_below` it is scanned exactly, and above that the
+    candidate list widens by the inverse of its share (at most `MAX_EF_SEARCH`).
+    """
+    if scope < exact_below:
+        return True, EF_SEARCH
+    share = scope / max(1, total)
+    return False, min(MAX_EF_SEARCH, max(EF_SEARCH, k, round(EF_SEARCH / share)))
+
+
+async def nearest(sessions: Sessions, stmt: Executable, exact: bool, ef_search: int) -> Sequence[Row[Any]]:
+    """The rows of a nearest-neighbour select: an exact scan (index scans off) or through HNSW with `ef_search`.
+    Plans are never cached (`force_custom_plan`): a cached index plan would otherwise ignore `enable_indexscan`."""
+    async with sessions.begin() as session:
+        setting = "SET LOCAL enable_indexscan = off" if exact else f"SET LOCAL hnsw.ef_search = {ef_search}"
+        await session.execute(text(setting))
+        await session.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+        return (await session.execute(stmt)).all()
+
+
 class DocumentRepository(Repository):
     """Documents and chunks, always read through a (workspace, channel) scope."""
 
@@ -232,11 +257,7 @@ class DocumentRepository(Repository):
             scope_chunks, all_chunks = await self.sizes(workspace_pk, channel_pk)
             if scope_chunks == 0:
                 return []
-            if scope_chunks < EXACT_BELOW:
-                exact = True
-            else:
-                share = scope_chunks / max(1, all_chunks)
-                ef_search = min(MAX_EF_SEARCH, max(EF_SEARCH, k, round(EF_SEARCH / share)))
+            exact, ef_search = search_plan(scope_chunks, all_chunks, k, EXACT_BELOW)
         # A literal model: a partial index is used only when the planner can prove its predicate.
         distance = cosine_distance(DocChunk.embedding, vector)
         stmt = (
@@ -247,12 +268,7 @@ class DocumentRepository(Repository):
                    _visible(DocChunk.workspace_id, DocChunk.channel_id, workspace_pk, channel_pk))
             .order_by(distance).limit(k)
         )
-        async with self._sessions.begin() as session:
-            setting = "SET LOCAL enable_indexscan = off" if exact else f"SET LOCAL hnsw.ef_search = {ef_search}"
-            await session.execute(text(setting))
-            await session.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
-            rows = (await session.execute(stmt)).all()
-        hits = [_hit(row) for row in rows]
+        hits = [_hit(row) for row in await nearest(self._sessions, stmt, exact, ef_search)]
         if len(hits) < k and not exact and scope_chunks > len(hits):
             return await self.search_vector(workspace_pk, channel_pk, model, vector, k, exact=True)
         return hits

@@ -13,11 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, literal_column, select, text, update
+from sqlalchemy import func, insert, literal_column, select, update
 
 from storage.models import Image
 from storage.repositories.base import Repository
-from storage.repositories.documents import EF_SEARCH, MAX_EF_SEARCH, cosine_distance, ensure_hnsw_index, sql_string
+from storage.repositories.documents import (
+    EF_SEARCH,
+    cosine_distance,
+    ensure_hnsw_index,
+    nearest,
+    search_plan,
+    sql_string,
+)
 
 SOURCES = ("upload", "generated")
 EXACT_BELOW = 5000  # a workspace with fewer images of the model is scanned exactly: fast, and never misses
@@ -128,16 +135,12 @@ class ImageRepository(Repository):
 
         `exclude_blob` leaves out one image (the one a "more like this" query starts from).
         """
-        scope = 0
-        ef_search = EF_SEARCH
+        scope, ef_search = 0, EF_SEARCH
         if not exact:
             scope, total = await self._sizes(workspace_pk, model)
             if scope == 0:
                 return []
-            if scope < EXACT_BELOW:
-                exact = True
-            else:
-                ef_search = min(MAX_EF_SEARCH, max(EF_SEARCH, limit, round(EF_SEARCH * total / scope)))
+            exact, ef_search = search_plan(scope, total, limit, EXACT_BELOW)
         distance = cosine_distance(Image.embedding, vector)
         stmt = (select(Image.id, Image.blob_id, Image.source, Image.prompt, Image.channel_id, Image.created_at,
                        (1 - distance).label("score"))
@@ -146,13 +149,8 @@ class ImageRepository(Repository):
                 .order_by(distance).limit(limit))
         if exclude_blob is not None:
             stmt = stmt.where(Image.blob_id != exclude_blob)
-        async with self._sessions.begin() as session:
-            setting = "SET LOCAL enable_indexscan = off" if exact else f"SET LOCAL hnsw.ef_search = {ef_search}"
-            await session.execute(text(setting))
-            await session.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
-            rows = (await session.execute(stmt)).all()
         hits = [ImageHit(r.id, r.blob_id, r.source, r.prompt, r.channel_id, float(r.score), r.created_at)
-                for r in rows]
+                for r in await nearest(self._sessions, stmt, exact, ef_search)]
         if len(hits) < limit and not exact and scope > len(hits):
             return await self.search(workspace_pk, vector, model, limit, exclude_blob, exact=True)
         return hits
