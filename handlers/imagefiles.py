@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ class LoadedImage:
     width: int
     height: int
     original: tuple[int, int]  # width, height as sent
-    sent: bytes = b""  # the file as it came (kept as the upload's blob)
+    sent: bytes  # the file as it came (kept as the upload's blob)
 
     @property
     def scaled(self) -> bool:
@@ -54,7 +53,7 @@ def normalize_image(data: bytes, name: str, max_pixels: int, max_decode_pixels: 
                              Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="PNG")
-    return LoadedImage(out.getvalue(), image.width, image.height, original)
+    return LoadedImage(out.getvalue(), image.width, image.height, original, data)
 
 
 def image_attachments(event: IncomingEvent, given: object = None) -> list[Attachment]:
@@ -67,8 +66,8 @@ async def read_image(ctx: HandlerContext, attachment: Attachment, *, notify: boo
     """Download and normalise one attachment; says so when it was scaled down."""
     settings = ctx.settings.images
     data = await attachment.read(ctx.settings.limits.max_upload_bytes)
-    loaded = dataclasses.replace(await asyncio.to_thread(normalize_image, data, attachment.name, settings.max_pixels,
-                                                         settings.max_decode_pixels), sent=data)
+    loaded = await asyncio.to_thread(normalize_image, data, attachment.name, settings.max_pixels,
+                                     settings.max_decode_pixels)
     if loaded.scaled and notify:
         await ctx.responder.send(ctx.t("image_downscaled", name=attachment.name, width=loaded.original[0],
                                        height=loaded.original[1], new_width=loaded.width, new_height=loaded.height))
