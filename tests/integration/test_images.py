@@ -388,7 +388,9 @@ async def test_the_queue_position_counts_down_until_the_job_starts(app_factory: 
         # a long job is running; the two sent next wait behind it, as #1 and #2
         first = await v.send("/imagine a long road steps:200 seed:1")
         await wait(v, first, lambda f: f.get("type") == "progress" and f.get("fraction", 0) > 0)
-        mids = [first, *[await v.send(f"/imagine a long road number {i} steps:10 seed:{i}") for i in (2, 3)]]
+        second = await v.send("/imagine a long road number 2 steps:10 seed:2")
+        await wait(v, second, said("Queued #1"))  # handled (and queued) before the third arrives
+        mids = [first, second, await v.send("/imagine a long road number 3 steps:10 seed:3")]
         for mid in mids:
             await wait(v, mid, is_image, timeout=120)
         last = next(f for f in v.replies(mids[2]) if f.get("type") == "message" and "Queued #" in f["text"])
